@@ -63,6 +63,24 @@ def _forward_from_across(across: np.ndarray) -> np.ndarray:
     return np.cross(_Y_UP, _unit(across), axis=-1)
 
 
+def canonical_transform(
+    joints: np.ndarray, face_joints: tuple[int, int, int, int] = FACE_JOINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """The move that :func:`canonicalize` applies: ``(shift (3,), yaw quaternion (4,))``.
+
+    ``canonical = quat_rotate(yaw, joints + shift)``: put the clip on the floor, frame 0's root
+    at x = z = 0, and turn it so that frame 0 faces +Z.
+    """
+    joints = np.asarray(joints, dtype=np.float64)
+    shift = -joints[0, 0] * np.array([1.0, 0.0, 1.0])
+    shift[1] = -joints.min(axis=0).min(axis=0)[1]
+    r_hip, l_hip, r_shoulder, l_shoulder = face_joints
+    first = joints[0]
+    across = (first[r_hip] - first[l_hip]) + (first[r_shoulder] - first[l_shoulder])
+    forward = _unit(_forward_from_across(across[None]))
+    return shift, quat_between(forward, _Z_FORWARD)[0]
+
+
 def canonicalize(joints: np.ndarray, face_joints: tuple[int, int, int, int] = FACE_JOINTS) -> np.ndarray:
     """Put a clip on the floor, move frame 0's root to x=z=0 and turn it to face +Z.
 
@@ -72,15 +90,9 @@ def canonicalize(joints: np.ndarray, face_joints: tuple[int, int, int, int] = FA
     Returns:
         ``(T, J, 3)`` float64 positions, the frame ``joints_to_features`` works in.
     """
-    positions = np.array(joints, dtype=np.float64)
-    positions[..., 1] -= positions.min(axis=0).min(axis=0)[1]
-    positions -= positions[0, 0] * np.array([1.0, 0.0, 1.0])
-    r_hip, l_hip, r_shoulder, l_shoulder = face_joints
-    first = positions[0]
-    across = (first[r_hip] - first[l_hip]) + (first[r_shoulder] - first[l_shoulder])
-    forward = _unit(_forward_from_across(across[None]))
-    root_quat = quat_between(forward, _Z_FORWARD)  # (1, 4)
-    return quat_rotate(np.broadcast_to(root_quat, positions.shape[:-1] + (4,)), positions)
+    shift, yaw = canonical_transform(joints, face_joints)
+    positions = np.asarray(joints, dtype=np.float64) + shift
+    return quat_rotate(np.broadcast_to(yaw, positions.shape[:-1] + (4,)), positions)
 
 
 def _root_facing(positions: np.ndarray, face_joints: tuple[int, int, int, int]) -> np.ndarray:
@@ -266,15 +278,24 @@ class Normalizer:
 
 
 def compute_mean_std(features: list[np.ndarray], num_joints: int = NUM_JOINTS) -> tuple[np.ndarray, np.ndarray]:
-    """Dataset statistics as HumanML3D computes them: every feature group shares one std.
-
-    A shared std per group (root rotation velocity, root velocity, height, ric, 6D
-    rotations, local velocities, contacts) keeps the group's internal proportions.
-    """
+    """Dataset statistics as HumanML3D computes them (see :func:`mean_std_from_moments`)."""
     data = np.concatenate(features, axis=0).astype(np.float64)
-    mean, std = data.mean(axis=0), data.std(axis=0)
+    return mean_std_from_moments(len(data), data.sum(0), (data**2).sum(0), num_joints)
+
+
+def mean_std_from_moments(
+    count: int, total: np.ndarray, total_sq: np.ndarray, num_joints: int = NUM_JOINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and HumanML3D's grouped std from frame count, per-feature sums and sums of squares.
+
+    Every feature group (root rotation velocity, root velocity, height, ric, 6D rotations,
+    local velocities, contacts) shares one std, the mean of its per-feature stds, which keeps
+    the group's internal proportions. Moments let workers summarise clips without shipping them.
+    """
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     j = num_joints
-    bounds = [0, 1, 3, 4, 4 + (j - 1) * 3, 4 + (j - 1) * 9, 4 + (j - 1) * 9 + j * 3, data.shape[-1]]
+    bounds = [0, 1, 3, 4, 4 + (j - 1) * 3, 4 + (j - 1) * 9, 4 + (j - 1) * 9 + j * 3, len(mean)]
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         std[lo:hi] = std[lo:hi].mean()
     std = np.where(std > 0, std, 1.0)

@@ -36,6 +36,8 @@ __all__ = [
     "quat_to_cont6d",
     "quat_to_matrix",
     "cont6d_to_quat",
+    "euler_to_matrix",
+    "matrix_to_euler",
 ]
 
 
@@ -56,72 +58,66 @@ def numpy_compatible(fn):
     return wrapper
 
 
-@numpy_compatible
-def quat_normalize(q: torch.Tensor) -> torch.Tensor:
-    return q / q.norm(dim=-1, keepdim=True)
+# The quaternion basics sit on hot loops (forward kinematics, feature extraction, the procedural
+# data); they are written with indexing and arithmetic only, so numpy inputs stay in numpy.
+def _stack(parts, like):
+    return torch.stack(parts, dim=-1) if isinstance(like, torch.Tensor) else np.stack(parts, axis=-1)
 
 
-@numpy_compatible
-def quat_inv(q: torch.Tensor) -> torch.Tensor:
+def _cross(a, b):
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    parts = [ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx]
+    return _stack(parts, parts[0])
+
+
+def quat_normalize(q):
+    return q / ((q * q).sum(-1)[..., None] ** 0.5)
+
+
+def quat_inv(q):
     """Inverse of a unit quaternion (its conjugate)."""
-    return q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
+    return _stack([q[..., 0], -q[..., 1], -q[..., 2], -q[..., 3]], q)
 
 
-@numpy_compatible
-def quat_mul(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Hamilton product ``q * r`` (apply ``r`` first, then ``q``)."""
-    q, r = torch.broadcast_tensors(q, r)
-    w1, x1, y1, z1 = q.unbind(-1)
-    w2, x2, y2, z2 = r.unbind(-1)
-    return torch.stack(
-        (
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        ),
-        dim=-1,
-    )
+def quat_mul(q, r):
+    """Hamilton product ``q * r`` (apply ``r`` first, then ``q``), broadcasting."""
+    w1, x1, y1, z1 = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    w2, x2, y2, z2 = r[..., 0], r[..., 1], r[..., 2], r[..., 3]
+    parts = [
+        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+    ]
+    return _stack(parts, parts[0])
 
 
-@numpy_compatible
-def quat_rotate(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def quat_rotate(q, v):
     """Rotate 3-vectors ``v`` by unit quaternions ``q`` (broadcasting)."""
-    q, v = torch.broadcast_tensors(q, torch.cat([torch.zeros_like(v[..., :1]), v], dim=-1))
-    qvec, w, v = q[..., 1:], q[..., :1], v[..., 1:]
-    uv = torch.linalg.cross(qvec, v, dim=-1)
-    uuv = torch.linalg.cross(qvec, uv, dim=-1)
+    qvec, w = q[..., 1:], q[..., :1]
+    uv = _cross(qvec, v)
+    uuv = _cross(qvec, uv)
     return v + 2 * (w * uv + uuv)
 
 
-@numpy_compatible
-def quat_between(v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
-    """The shortest rotation taking direction ``v0`` to direction ``v1``."""
-    v0, v1 = torch.broadcast_tensors(v0, v1)
-    axis = torch.linalg.cross(v0, v1, dim=-1)
-    w = torch.sqrt((v0**2).sum(-1, keepdim=True) * (v1**2).sum(-1, keepdim=True)) + (v0 * v1).sum(-1, keepdim=True)
-    return quat_normalize(torch.cat([w, axis], dim=-1))
+def quat_between(v0, v1):
+    """The shortest rotation taking direction ``v0`` to direction ``v1`` (broadcasting)."""
+    axis = _cross(v0, v1)
+    w = ((v0**2).sum(-1) * (v1**2).sum(-1)) ** 0.5 + (v0 * v1).sum(-1)
+    return quat_normalize(_stack([w, axis[..., 0], axis[..., 1], axis[..., 2]], w))
 
 
-@numpy_compatible
-def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    w, x, y, z = q.unbind(-1)
+def quat_to_matrix(q):
+    """Rotation matrices ``(..., 3, 3)`` from quaternions (need not be unit)."""
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
     two_s = 2.0 / (q * q).sum(-1)
-    m = torch.stack(
-        (
-            1 - two_s * (y * y + z * z),
-            two_s * (x * y - z * w),
-            two_s * (x * z + y * w),
-            two_s * (x * y + z * w),
-            1 - two_s * (x * x + z * z),
-            two_s * (y * z - x * w),
-            two_s * (x * z - y * w),
-            two_s * (y * z + x * w),
-            1 - two_s * (x * x + y * y),
-        ),
-        dim=-1,
-    )
-    return m.reshape(q.shape[:-1] + (3, 3))
+    parts = [
+        1 - two_s * (y * y + z * z), two_s * (x * y - z * w), two_s * (x * z + y * w),
+        two_s * (x * y + z * w), 1 - two_s * (x * x + z * z), two_s * (y * z - x * w),
+        two_s * (x * z - y * w), two_s * (y * z + x * w), 1 - two_s * (x * x + y * y),
+    ]  # fmt: skip
+    return _stack(parts, parts[0]).reshape(q.shape[:-1] + (3, 3))
 
 
 @numpy_compatible
@@ -221,3 +217,62 @@ def quat_slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor | float) -> t
     w0 = torch.where(near, 1 - t, torch.sin((1 - t) * theta) / safe)
     w1 = torch.where(near, t, torch.sin(t * theta) / safe)
     return quat_normalize(w0 * q0 + w1 * q1)
+
+
+# Tait-Bryan orders, intrinsic: "ZXY" means R = Rz(a) @ Rx(b) @ Ry(c), the order BVH lists its
+# rotation channels in (scipy's upper-case convention).
+EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
+_AXIS_INDEX = {"X": 0, "Y": 1, "Z": 2}
+
+
+def _check_euler_order(order: str) -> None:
+    if order not in EULER_ORDERS:
+        raise ValueError(f"order must be one of {EULER_ORDERS} (intrinsic, as in BVH channel order), got {order!r}")
+
+
+def _elemental_rotation(axis: int, angle: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, 3)`` rotation by ``angle`` ``(...)`` radians about the coordinate axis 0, 1 or 2."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    one, zero = torch.ones_like(angle), torch.zeros_like(angle)
+    if axis == 0:
+        rows = ((one, zero, zero), (zero, c, -s), (zero, s, c))
+    elif axis == 1:
+        rows = ((c, zero, s), (zero, one, zero), (-s, zero, c))
+    else:
+        rows = ((c, -s, zero), (s, c, zero), (zero, zero, one))
+    return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
+
+
+@numpy_compatible
+def euler_to_matrix(angles: torch.Tensor, order: str) -> torch.Tensor:
+    """Rotation matrices ``(..., 3, 3)`` from Euler angles ``(..., 3)`` in radians.
+
+    ``order`` is intrinsic: ``"ZXY"`` gives ``Rz(angles[..., 0]) @ Rx(angles[..., 1]) @ Ry(angles[..., 2])``,
+    the rotation a BVH joint with channels ``Zrotation Xrotation Yrotation`` describes.
+    """
+    _check_euler_order(order)
+    m = _elemental_rotation(_AXIS_INDEX[order[0]], angles[..., 0])
+    for k in (1, 2):
+        m = m @ _elemental_rotation(_AXIS_INDEX[order[k]], angles[..., k])
+    return m
+
+
+@numpy_compatible
+def matrix_to_euler(m: torch.Tensor, order: str) -> torch.Tensor:
+    """Euler angles ``(..., 3)`` in radians, inverse of :func:`euler_to_matrix` for the same ``order``.
+
+    The middle angle is in ``[-pi/2, pi/2]``, the others in ``[-pi, pi]``. At gimbal lock (middle
+    angle at +-pi/2) only the sum or difference of the outer angles is defined; the last is set to 0.
+    """
+    _check_euler_order(order)
+    i, j, k = (_AXIS_INDEX[axis] for axis in order)
+    sign = 1.0 if (j - i) % 3 == 1 else -1.0  # +1 for the cyclic orders XYZ, YZX, ZXY
+    cos_middle = torch.hypot(m[..., i, i], m[..., i, j])
+    middle = torch.atan2(sign * m[..., i, k], cos_middle)
+    first = torch.atan2(-sign * m[..., j, k], m[..., k, k])
+    last = torch.atan2(-sign * m[..., i, j], m[..., i, i])
+    # Below sqrt(eps) the outer angles are noise; with last = 0, column j of m is R_i(first) e_j.
+    locked = cos_middle < torch.finfo(m.dtype).eps ** 0.5
+    first = torch.where(locked, torch.atan2(sign * m[..., k, j], m[..., j, j]), first)
+    last = torch.where(locked, torch.zeros_like(last), last)
+    return torch.stack((first, middle, last), dim=-1)

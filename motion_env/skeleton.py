@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from motion_env.rotations import numpy_compatible, quat_rotate, quat_to_matrix
+from motion_env.rotations import numpy_compatible, quat_to_matrix
 
 JOINT_NAMES = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
@@ -95,38 +95,25 @@ def forward_kinematics(
     if num_joints not in (NUM_JOINTS, NUM_SMPL_JOINTS):
         raise ValueError(f"local_quats must have 22 or 24 joints on axis -2, got shape {tuple(local_quats.shape)}")
     if offsets is None:
-        offsets = torch.tensor(REST_OFFSETS[:num_joints], dtype=local_quats.dtype)
-    global_quats = [local_quats[..., 0, :]]
+        offsets = torch.tensor(REST_OFFSETS[:num_joints], dtype=local_quats.dtype, device=local_quats.device)
+    local = quat_to_matrix(local_quats)  # (..., J, 3, 3)
+    rots = [local[..., 0, :, :]]
     positions = [root_positions]
     for j in range(1, num_joints):
         parent = PARENTS[j]
-        positions.append(positions[parent] + quat_rotate(global_quats[parent], offsets[j].expand_as(root_positions)))
-        global_quats.append(_quat_mul_fast(global_quats[parent], local_quats[..., j, :]))
+        positions.append(positions[parent] + rots[parent] @ offsets[j])
+        rots.append(rots[parent] @ local[..., j, :, :])
     return torch.stack(positions, dim=-2)
-
-
-def _quat_mul_fast(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    # Same product as rotations.quat_mul, without the numpy wrapper on this inner loop.
-    w1, x1, y1, z1 = q.unbind(-1)
-    w2, x2, y2, z2 = r.unbind(-1)
-    return torch.stack(
-        (
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        ),
-        dim=-1,
-    )
 
 
 @numpy_compatible
 def global_rotations(local_quats: torch.Tensor) -> torch.Tensor:
     """``(..., J, 3, 3)`` world rotation of each joint from local quaternions ``(..., J, 4)``."""
-    out = [local_quats[..., 0, :]]
+    local = quat_to_matrix(local_quats)
+    out = [local[..., 0, :, :]]
     for j in range(1, local_quats.shape[-2]):
-        out.append(_quat_mul_fast(out[PARENTS[j]], local_quats[..., j, :]))
-    return quat_to_matrix(torch.stack(out, dim=-2))
+        out.append(out[PARENTS[j]] @ local[..., j, :, :])
+    return torch.stack(out, dim=-3)
 
 
 def bone_lengths(joints: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
