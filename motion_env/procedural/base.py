@@ -80,12 +80,13 @@ def settle(body: Body, style: Style) -> None:
                    left=smooth_noise(rng, n, style.noise * 3))  # fmt: skip
 
 
-def stand_legs(body: Body, style: Style, left=None, right=None) -> None:
-    """Plant both feet by IK (feet flat); ``left``/``right`` override the ankle targets (T, 3)."""
+def stand_legs(body: Body, style: Style, left=None, right=None, foot_yaw=None) -> None:
+    """Plant both feet by IK (feet flat); ``left``/``right`` override the ankle targets (T, 3),
+    ``foot_yaw`` maps a side to its foot's yaw relative to the heading."""
     for side, target in (("left", left), ("right", right)):
         if target is None:
             target = ANKLE_REST[side] + [np.sign(ANKLE_REST[side][0]) * style.stance_width, 0.0, 0.0]
-        body.plant_foot(side, target)
+        body.plant_foot(side, target, foot_yaw=(foot_yaw or {}).get(side, 0.0))
 
 
 def rest_wrist(side: str, style: Style) -> np.ndarray:

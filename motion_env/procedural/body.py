@@ -43,6 +43,8 @@ class Body:
         flight: ``(T,)`` height of the body above its feet-on-floor height (ballistic phases).
         stance: ``(T,)`` which foot carries the body (``AUTO`` = the lowest one).
         air_velocity: ``(T, 2)`` world x/z velocity (m/s) while airborne; NaN = keep the take-off velocity.
+        root_path: ``(T, 3)`` pelvis positions authored by the primitive (segment frame), or None
+            to let the compose step move the root by foot locking.
     """
 
     def __init__(self, num_frames: int):
@@ -53,6 +55,7 @@ class Body:
         self.flight = np.zeros(num_frames)
         self.stance = np.full(num_frames, AUTO, dtype=np.int64)
         self.air_velocity = np.full((num_frames, 2), np.nan)
+        self.root_path: np.ndarray | None = None
 
     @property
     def t(self) -> np.ndarray:
@@ -144,11 +147,12 @@ class Body:
         self._two_bone(collar, shoulder, elbow, wrist, pos[:, shoulder], rots[:, collar], target_world, pole_world,
                        bend_rest=Z_AXIS)  # fmt: skip
 
-    def plant_foot(self, side: str, target, flat: bool = True) -> None:
+    def plant_foot(self, side: str, target, flat: bool = True, foot_yaw=0.0) -> None:
         """Put an ankle at ``target`` by IK, knee pointing forward.
 
         ``target`` is relative to the pelvis in the heading's axes (untilted), so a pelvis that
-        pitches forward does not swing the feet with it.
+        pitches forward does not swing the feet with it. A flat foot points along the heading,
+        turned by ``foot_yaw`` (radians, + = toes to the left).
         """
         hip, knee, ankle = HIP[side], KNEE[side], ANKLE[side]
         rots, pos = self.global_frames(ankle + 1)
@@ -158,8 +162,9 @@ class Body:
         self._two_bone(0, hip, knee, ankle, pos[:, hip], rots[:, 0], target_world, pole_world, bend_rest=-Z_AXIS)
         if flat:
             rots, _ = self.global_frames(ankle + 1)
-            # Foot level with the floor, pointing the way the body faces.
-            self.local[:, ankle] = matrix_to_quat(np.swapaxes(rots[:, knee], -1, -2))
+            # Foot level with the floor, pointing the way the body faces (plus its own yaw).
+            foot = quat_to_matrix(axis_angle(Y_AXIS, np.broadcast_to(foot_yaw, (self.num_frames,))))
+            self.local[:, ankle] = matrix_to_quat(np.swapaxes(rots[:, knee], -1, -2) @ foot)
 
     def _two_bone(self, parent, upper, lower, end, base, parent_rot, target, pole, bend_rest) -> None:
         len_upper = np.linalg.norm(REST_OFFSETS[lower])

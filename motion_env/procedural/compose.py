@@ -17,7 +17,7 @@ from motion_env.skeleton import FPS, LEFT_FOOT, NUM_JOINTS, RIGHT_FOOT, forward_
 
 BLEND_SECONDS = 0.4
 _FOOT_JOINTS = np.array(LEFT_FOOT + RIGHT_FOOT)  # left ankle, left toe, right ankle, right toe
-_HYSTERESIS = 0.005  # metres a new foot joint must be lower by before it takes over the contact
+_HYSTERESIS = 0.005  # metres a foot joint must be lower by to take over the support
 
 
 @dataclass
@@ -51,6 +51,7 @@ def concatenate(bodies: list[Body], blend_frames: int) -> tuple[Body, list[tuple
     total = sum(b.num_frames for b in bodies) - blend_frames * (len(bodies) - 1)
     out = Body(total)
     out.stance[:] = AUTO
+    out.root_path = np.full((total, 3), np.nan)  # here: authored per-frame (dx, height, dz), world axes
     cursor, heading = 0, 0.0
     segments = []
     for i, body in enumerate(bodies):
@@ -72,6 +73,11 @@ def concatenate(bodies: list[Body], blend_frames: int) -> tuple[Body, list[tuple
         out.stance[inner] = body.stance[own]
         # Air velocities are authored in the segment's heading frame; keep them there for now.
         out.air_velocity[inner] = _rotate_xz(body.air_velocity[own], heading)
+        if body.root_path is not None:
+            step = np.diff(body.root_path, axis=0, prepend=body.root_path[:1])
+            step[:, [0, 2]] = _rotate_xz(step[:, [0, 2]], heading)
+            step[:, 1] = body.root_path[:, 1]
+            out.root_path[inner] = step[own]
         segments.append((cursor, cursor + n))
         heading = yaw[-1]
         cursor += n - blend_frames
@@ -86,8 +92,7 @@ def _rotate_xz(v: np.ndarray, yaw: float) -> np.ndarray:
 def solve_root(body: Body) -> tuple[np.ndarray, np.ndarray]:
     """Root positions by foot locking, and the heading-applied local rotations.
 
-    While a foot carries the body, its lowest joint does not move in the world: the root moves
-    instead. The root height puts the lowest foot joint on the floor, plus any ballistic flight.
+    While a foot carries the body, it does not move in the world: the root moves instead. The root height puts the lowest foot joint on the floor, plus any ballistic flight.
     Airborne frames keep the horizontal velocity of take-off (or the authored one).
 
     Returns:
@@ -100,23 +105,28 @@ def solve_root(body: Body) -> tuple[np.ndarray, np.ndarray]:
     root = np.zeros((body.num_frames, 3))
     root[:, 1] = -feet[..., 1].min(-1) + body.flight
 
-    contact = int(np.argmin(feet[0, :, 1]))
+    authored = body.root_path if body.root_path is not None else np.full((body.num_frames, 3), np.nan)
+    root[:, 1] = np.where(np.isfinite(authored[:, 1]), authored[:, 1], root[:, 1])
     velocity = np.zeros(2)
+    contact = int(np.argmin(feet[0, :, 1]))
     for t in range(1, body.num_frames):
-        stance = body.stance[t]
-        if stance == AIRBORNE:
-            authored = body.air_velocity[t]
-            step = (authored if np.isfinite(authored).all() else velocity) / FPS
-            root[t, [0, 2]] = root[t - 1, [0, 2]] + step
-            continue
-        candidates = {AUTO: (0, 1, 2, 3), LEFT_STANCE: (0, 1), RIGHT_STANCE: (2, 3)}[stance]
-        heights = feet[t, :, 1]
-        lowest = min(candidates, key=lambda j: heights[j])
-        if contact not in candidates or heights[lowest] < heights[contact] - _HYSTERESIS:
-            contact = lowest
-        delta = feet[t, contact, [0, 2]] - feet[t - 1, contact, [0, 2]]
-        root[t, [0, 2]] = root[t - 1, [0, 2]] - delta
-        velocity = -delta * FPS
+        if np.isfinite(authored[t, 0]):
+            root[t, [0, 2]] = root[t - 1, [0, 2]] + authored[t, [0, 2]]
+            velocity = authored[t, [0, 2]] * FPS
+        elif body.stance[t] == AIRBORNE:
+            air = body.air_velocity[t]
+            root[t, [0, 2]] = root[t - 1, [0, 2]] + (air if np.isfinite(air).all() else velocity) / FPS
+        else:
+            # The carrying foot joint keeps its place; a new joint takes over only when it is
+            # clearly lower (hysteresis), or when the primitive names the other foot.
+            candidates = {AUTO: (0, 1, 2, 3), LEFT_STANCE: (0, 1), RIGHT_STANCE: (2, 3)}[body.stance[t]]
+            heights = feet[t, :, 1]
+            lowest = min(candidates, key=lambda j: heights[j])
+            if contact not in candidates or heights[lowest] < heights[contact] - _HYSTERESIS:
+                contact = lowest
+            delta = feet[t, contact, [0, 2]] - feet[t - 1, contact, [0, 2]]
+            root[t, [0, 2]] = root[t - 1, [0, 2]] - delta
+            velocity = -delta * FPS
     return root, quats
 
 

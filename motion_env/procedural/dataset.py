@@ -4,6 +4,7 @@
 recovered from them, ``texts/<id>.txt`` POS-tagged captions, ``smpl/<id>.npz`` the local
 rotations that produced the clip (AMASS keys: ``poses`` axis-angle (T, 72), ``trans`` the
 pelvis position), ``Mean.npy`` / ``Std.npy`` (train split), ``train/val/test/all.txt`` and
+``annotations.jsonl`` (each clip's primitives, parameters and frame spans) and
 ``meta.json``. The same seed gives the same bytes, whatever the number of workers.
 """
 
@@ -150,6 +151,9 @@ def make_clip(plan: ClipPlan, out: Path) -> dict:
         "split": plan.split,
         "frames": frames,
         "primitives": [p.name for p, _ in sequence],
+        "segments": [{"primitive": p.name, "params": params, "start": start, "end": min(end, frames),
+                      "described": i >= padding} for i, ((p, params), (start, end))
+                     in enumerate(zip(sequence, clip.segments))],  # fmt: skip
         "moments": (frames, f64.sum(0), (f64**2).sum(0)),
     }
 
@@ -209,6 +213,10 @@ def _write_summary(root: Path, results: list[dict], seed: int) -> None:
         ids = [r["id"] for r in results if r["split"] == split]
         (root / f"{split}.txt").write_text("\n".join(ids) + "\n")
     (root / "all.txt").write_text("\n".join(r["id"] for r in results) + "\n")
+    # Ground truth for checks a grader can make (sides, counts, order): one JSON object per clip.
+    with open(root / "annotations.jsonl", "w") as f:
+        for r in results:
+            f.write(json.dumps({"id": r["id"], "split": r["split"], "segments": r["segments"]}, sort_keys=True) + "\n")
     train = [r["moments"] for r in results if r["split"] == "train"] or [r["moments"] for r in results]
     count = sum(m[0] for m in train)
     mean, std = mean_std_from_moments(count, sum(m[1] for m in train), sum(m[2] for m in train), NUM_JOINTS)

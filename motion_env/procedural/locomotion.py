@@ -20,85 +20,147 @@ from motion_env.procedural.base import (
 from motion_env.procedural.body import AIRBORNE, AUTO, LEFT_STANCE, RIGHT_STANCE, Body
 from motion_env.procedural.captions import number, times
 from motion_env.procedural.timing import envelope, keyframes, minimum_jerk
+from motion_env.skeleton import FPS, REST_OFFSETS, rest_joints
 
 GRAVITY = 9.81
-DEG = np.pi / 180
+_REST = rest_joints()
+SIDE_WIDTH = {"left": ANKLE_REST["left"][0], "right": ANKLE_REST["right"][0]}  # feet under the hips
+ANKLE_HEIGHT = _REST[7, 1] - _REST[10, 1]  # ankle above the floor when the foot is flat
+HIP_DROP = -_REST[1, 1]  # hip joints below the pelvis
+LEG_REACH = 0.985 * (np.linalg.norm(REST_OFFSETS[4]) + np.linalg.norm(REST_OFFSETS[7]))
+STAND_HEIGHT = ANKLE_HEIGHT - ANKLE_REST["left"][1]  # pelvis height of the standing pose
 
 
-def _cycle_profile(stance: float, hip_flex: float, hip_ext: float, knee_stance: float, knee_swing: float,
-                   ankle_push: float, resolution: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Hip, knee and ankle angles over one gait cycle (heel strike at phase 0)."""
-    phase = np.arange(resolution) / resolution
-    in_stance = phase < stance
-    s_stance = phase / stance
-    s_swing = (phase - stance) / (1 - stance)
-    # Stance: the hip extends at a constant rate, so the body moves at a steady speed.
-    hip = np.where(in_stance, hip_flex - (hip_flex + hip_ext) * s_stance,
-                   -hip_ext + (hip_flex + hip_ext) * minimum_jerk(s_swing))  # fmt: skip
-    # Knee: a small loading bump in stance, a large flexion early in swing.
-    knee = np.where(in_stance, knee_stance * np.sin(np.pi * s_stance) ** 2,
-                    knee_swing * np.sin(np.pi * np.clip(s_swing, 0, 1) ** 0.8) ** 2)  # fmt: skip
-    # Ankle: flat at heel strike, rolls over the forefoot, pushes off, then clears the toes.
-    ankle = np.where(in_stance, 0.15 * np.sin(np.pi * s_stance) - ankle_push * s_stance**4,
-                     -ankle_push * (1 - minimum_jerk(s_swing * 2)) + 0.1 * np.sin(np.pi * s_swing))  # fmt: skip
-    smooth = lambda x: gaussian_filter1d(x, resolution * 0.02, mode="wrap")  # noqa: E731
-    return smooth(hip), smooth(knee), smooth(ankle)
+def _smooth(x: np.ndarray, sigma_frames: float) -> np.ndarray:
+    return gaussian_filter1d(x, max(sigma_frames, 1e-3), axis=0, mode="nearest")
 
 
-def gait(body: Body, style: Style, *, cycle: float, steps: int, stance: float, hip_flex: float, hip_ext: float,
-         knee_stance: float, knee_swing: float, ankle_push: float, arm_swing: float, lean: float,
-         backward: bool = False, running: bool = False, turn: float = 0.0,
-         lead: str = "left") -> None:  # fmt: skip
-    """A walking/running gait of ``steps`` steps, starting and ending at rest.
+def gait(body: Body, style: Style, *, steps: int, step_length: float, step_time: float, stance: float,
+         lift: float, crouch: float, arm_swing: float, lean: float, direction: float = 1.0, turn: float = 0.0,
+         lead: str = "left", running: bool = False) -> None:  # fmt: skip
+    """Walk, run or jog by planning footsteps and solving the legs by IK.
 
-    Roots are not animated here: the compose step moves the body by locking the stance foot.
+    Each foot stays exactly where it landed until it lifts (no sliding, by construction),
+    swings to its next footstep on a min-jerk arc, and the pelvis follows the mean of the feet
+    along the path. The pelvis sinks when the feet are far apart (the legs must reach) and, in
+    a run, flies on a ballistic arc while both feet are off the ground.
+
+    Args:
+        steps: footfalls, the last of which brings the feet together.
+        step_length: metres between successive footfalls along the path (0 = in place).
+        step_time: seconds from one footfall to the next.
+        stance: fraction of a stride a foot spends on the ground (< 0.5 gives flight phases).
+        direction: +1 forward, -1 backward (the body keeps facing forward).
+        turn: heading change over the whole walk (radians, + = to the left).
     """
     t = body.t
-    start, end = 0.35 * cycle, 0.35 * cycle + steps * cycle / 2
-    weight = envelope(t, start, end, ramp=0.5 * cycle)  # gait amplitude, 0 at the ends
-    sign = -1.0 if backward else 1.0
-    phase_left = np.clip(t - start, 0, end - start) / cycle * sign + (0.0 if lead == "left" else 0.5)
-    hip_c, knee_c, ankle_c = _cycle_profile(stance, hip_flex, hip_ext, knee_stance, knee_swing, ankle_push)
-    res = len(hip_c)
+    n = body.num_frames
+    start = 0.35
+    swing_time = (1.0 - stance) * 2 * step_time
+    path_length = max(steps - 1, 1) * step_length
+    curvature = turn / max(path_length, 1e-6) if path_length > 0 else 0.0
+    sides = [lead, "right" if lead == "left" else "left"]
+
+    # Footfalls along the path coordinate s: half a step first, full steps, the last closes the
+    # feet. Each footfall also sets the foot's heading: along the curve, or, turning in place,
+    # an equal share of the turn per step.
+    s_feet = {"left": np.zeros(n), "right": np.zeros(n)}
+    theta_feet = {"left": np.zeros(n), "right": np.zeros(n)}
+    lift_of = {"left": np.zeros(n), "right": np.zeros(n)}
+    position = {"left": 0.0, "right": 0.0}
+    facing = {"left": 0.0, "right": 0.0}
+    swing_end = start
+    for k in range(steps):
+        side = sides[k % 2]
+        target = (min(k, steps - 2) + 0.5) * step_length if steps > 1 else 0.5 * step_length
+        target_theta = curvature * target if path_length > 0 else turn * (k + 1) / steps
+        t0 = start + k * step_time
+        u = minimum_jerk(np.clip((t - t0) / swing_time, 0.0, 1.0))
+        moving = (t >= t0) & (t < t0 + swing_time)
+        later = t >= t0
+        s_feet[side] = np.where(later, position[side] + (target - position[side]) * u, s_feet[side])
+        theta_feet[side] = np.where(later, facing[side] + (target_theta - facing[side]) * u, theta_feet[side])
+        lift_of[side] += np.where(moving, lift * np.sin(np.pi * np.clip((t - t0) / swing_time, 0, 1)) ** 1.5, 0.0)
+        position[side], facing[side] = target, target_theta
+        swing_end = t0 + swing_time
+    in_swing = {side: lift_of[side] > 0 for side in SIDES}
+
+    # Pelvis along the path: the feet's mean, smoothed into a steady speed and turn rate.
+    s_pelvis = _smooth((s_feet["left"] + s_feet["right"]) / 2, 0.45 * step_time * FPS)
+    heading = _smooth((theta_feet["left"] + theta_feet["right"]) / 2, 0.45 * step_time * FPS)
+
+    def along(s):  # path position (x, z) at arc length s; the path turns at a constant rate
+        theta = curvature * s
+        if abs(curvature) < 1e-9:
+            return np.stack([np.zeros_like(s), s], -1)
+        return np.stack([(1 - np.cos(theta)) / curvature, np.sin(theta) / curvature], -1)
+
+    normal = lambda theta: np.stack([np.cos(theta), -np.sin(theta)], -1)  # noqa: E731  body's left
+    pelvis_xz = along(direction * s_pelvis)
+    feet_xz = {}
+    for side in SIDES:
+        width = SIDE_WIDTH[side] + np.sign(SIDE_WIDTH[side]) * style.stance_width
+        feet_xz[side] = along(direction * s_feet[side]) + width * normal(theta_feet[side])
+
+    # Pelvis height: as high as the legs allow (a slight knee bend), lower in a crouched run,
+    # ballistic while both feet are in the air.
+    reach = LEG_REACH * (1.0 - crouch)
+    height = np.full(n, STAND_HEIGHT)
+    for side in SIDES:
+        hip_xz = pelvis_xz + SIDE_WIDTH[side] * normal(heading)
+        gap = np.linalg.norm(feet_xz[side] - hip_xz, axis=-1)
+        allowed = HIP_DROP + np.sqrt(np.maximum(reach**2 - gap**2, 0.05)) + ANKLE_HEIGHT
+        height = np.where(in_swing[side], height, np.minimum(height, allowed))
+    both_up = in_swing["left"] & in_swing["right"]
+    height = _ballistic(t, height, both_up)
+    height = _smooth(height, 1.0)
+
+    body.root_path = np.stack([pelvis_xz[:, 0], height, pelvis_xz[:, 1]], -1)
+    body.yaw[:] = heading
+    body.stance[both_up] = AIRBORNE
 
     settle(body, style)
+    weight = envelope(t, start, swing_end, ramp=step_time)
     body.spine_bend(forward=lean * weight)
-    for side, offset in (("left", 0.0), ("right", 0.5)):
-        idx = (np.floor(((phase_left + offset) % 1.0) * res).astype(int)) % res
-        body.hip_flex(side, weight * hip_c[idx])
-        body.knee_flex(side, weight * knee_c[idx] + 0.05)
-        body.ankle_flex(side, weight * ankle_c[idx])
-    # Pelvis turns toward the swinging leg; the chest counter-rotates.
-    swing = np.sin(2 * np.pi * phase_left)
-    body.pelvis_tilt(twist_left=-0.08 * weight * swing, left=0.03 * weight * np.cos(2 * np.pi * phase_left * 2))
-    body.spine_bend(twist_left=0.1 * weight * swing)
-
-    phase_of = lambda off: (phase_left + off) % 1.0  # noqa: E731
-    body.stance[:] = AUTO
-    left_on, right_on = phase_of(0.0) < stance, phase_of(0.5) < stance
-    active = weight > 0.3
-    newest_left = phase_of(0.0) < phase_of(0.5)
-    body.stance[active & left_on & (~right_on | newest_left)] = LEFT_STANCE
-    body.stance[active & right_on & (~left_on | ~newest_left)] = RIGHT_STANCE
-    if running:
-        flying = active & ~left_on & ~right_on
-        body.stance[flying] = AIRBORNE
-        flight_time = (0.5 - stance) * cycle
-        tau = ((phase_left % 0.5) - stance) * cycle
-        body.flight[:] = np.where(flying, 0.5 * GRAVITY * tau * (flight_time - tau), 0.0)
-    if turn:
-        body.yaw[:] = turn * minimum_jerk((t - start) / max(end - start, 1e-6))
-
-    # Arms swing opposite to the legs; running carries them higher with bent elbows.
+    spread = (s_feet["left"] - s_feet["right"]) / max(step_length, 0.3)
+    body.pelvis_tilt(twist_left=-0.12 * spread)
+    body.spine_bend(twist_left=0.15 * spread)
     targets = {}
-    for side, offset in (("left", 0.5), ("right", 0.0)):
+    c, s_ = np.cos(heading), np.sin(heading)
+    for side in SIDES:
+        rel = feet_xz[side] - pelvis_xz
+        # Into the heading frame: rotate by -heading about +Y.
+        x = c * rel[:, 0] - s_ * rel[:, 1]
+        z = s_ * rel[:, 0] + c * rel[:, 1]
+        y = ANKLE_HEIGHT + lift_of[side] - height
+        targets[side] = np.stack([x, y, z], -1)
+    stand_legs(body, style, left=targets["left"], right=targets["right"],
+               foot_yaw={side: theta_feet[side] - heading for side in SIDES})  # fmt: skip
+
+    arm_targets = {}
+    for side in SIDES:
         rest = rest_wrist(side, style)
         carried = rest + ([0.0, 0.17, 0.12] if running else [0.0, 0.02, 0.02])
         base = blend(weight, rest, carried)
-        idx = (np.floor(phase_of(offset) * res).astype(int)) % res
-        forward = hip_c[idx] / max(hip_flex, 1e-6) * arm_swing * weight
-        targets[side] = base + np.stack([np.zeros_like(t), 0.25 * np.abs(forward), forward], -1)
-    hang_arms(body, style, left=targets["left"], right=targets["right"])
+        behind = (s_pelvis - s_feet[side]) / max(step_length, 0.3)  # arm swings forward with the opposite leg
+        forward = np.clip(behind, -1, 1) * arm_swing * direction
+        arm_targets[side] = base + np.stack([np.zeros(n), 0.25 * np.abs(forward), forward], -1)
+    hang_arms(body, style, left=arm_targets["left"], right=arm_targets["right"])
+
+
+def _ballistic(t: np.ndarray, height: np.ndarray, airborne: np.ndarray) -> np.ndarray:
+    """Replace each airborne span of ``height`` by a parabola under gravity between its ends."""
+    out = height.copy()
+    idx = np.flatnonzero(airborne)
+    if idx.size == 0:
+        return out
+    runs = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
+    for run in runs:
+        a, b = max(run[0] - 1, 0), min(run[-1] + 1, len(t) - 1)
+        duration = t[b] - t[a]
+        tau = t[a : b + 1] - t[a]
+        out[a : b + 1] = height[a] + (height[b] - height[a]) * tau / duration + 0.5 * GRAVITY * tau * (duration - tau)
+    return out
 
 
 class Walk(Primitive):
@@ -113,30 +175,27 @@ class Walk(Primitive):
             "curve": str(rng.choice(["straight", "straight", "straight", "left", "right"])),
         }
 
-    def _cycle(self, p, style):
-        return {"slow": 1.3, "normal": 1.05, "fast": 0.9}[p["speed"]] * style.tempo ** 0.5
+    def _step_time(self, p, style):
+        return {"slow": 0.65, "normal": 0.53, "fast": 0.45}[p["speed"]] * style.tempo**0.5
 
     def duration(self, p, style):
-        return self._cycle(p, style) * (0.7 + p["steps"] / 2) + 0.3
+        return 0.35 + p["steps"] * self._step_time(p, style) + 0.5
 
     def animate(self, body, p, style):
-        amp = style.amplitude ** 0.5 * {"slow": 0.8, "normal": 1.0, "fast": 1.15}[p["speed"]]
         backward = p["direction"] == "backward"
-        gait(body, style, cycle=self._cycle(p, style), steps=p["steps"], stance=0.62,
-             hip_flex=(0.3 if not backward else 0.2) * amp, hip_ext=(0.22 if not backward else 0.18) * amp,
-             knee_stance=0.2, knee_swing=1.05 * amp, ankle_push=0.3 * amp, arm_swing=0.12 * amp,
-             lean=0.04 if not backward else -0.03, backward=backward,
-             turn={"straight": 0.0, "left": 1.2, "right": -1.2}[p["curve"]])  # fmt: skip
+        length = {"slow": 0.5, "normal": 0.65, "fast": 0.78}[p["speed"]] * style.amplitude**0.5 * (0.7 if backward else 1)
+        gait(body, style, steps=p["steps"], step_length=length, step_time=self._step_time(p, style), stance=0.62,
+             lift=0.1, crouch=0.01, arm_swing=0.14, lean=0.04 if not backward else -0.03,
+             direction=-1.0 if backward else 1.0, turn={"straight": 0.0, "left": 1.2, "right": -1.2}[p["curve"]])  # fmt: skip
 
     def phrases(self, p):
         manner = {"slow": ["slowly ", "slowly "], "normal": ["", ""], "fast": ["quickly ", "fast "]}[p["speed"]]
-        d = p["direction"]
         curve = {"straight": "", "left": " while curving to the left", "right": " while curving to the right"}[p["curve"]]
         bend = {"straight": "", "left": " in a curve to the left", "right": " in a curve to the right"}[p["curve"]]
         n = number(p["steps"])
-        if d == "forward":
+        if p["direction"] == "forward":
             return [f"walks {manner[0]}forward{curve}", f"{manner[1]}walks ahead{bend}",
-                    f"takes {n} steps forward{curve}", f"moves forward {manner[0]}on foot{bend}".replace(" on foot", "")]  # fmt: skip
+                    f"takes {n} steps forward{curve}", f"moves {manner[0]}forward{bend}"]  # fmt: skip
         return [f"walks {manner[0]}backward{curve}", f"{manner[1]}walks backwards{bend}",
                 f"takes {n} steps backward{curve}", f"steps {manner[0]}backward{bend}"]  # fmt: skip
 
@@ -148,17 +207,16 @@ class Run(Primitive):
     def sample(self, rng):
         return {"steps": int(rng.integers(4, 9)), "speed": str(rng.choice(["jog", "run", "sprint"]))}
 
-    def _cycle(self, p, style):
-        return {"jog": 0.78, "run": 0.7, "sprint": 0.62}[p["speed"]] * style.tempo ** 0.3
+    def _step_time(self, p, style):
+        return {"jog": 0.38, "run": 0.34, "sprint": 0.31}[p["speed"]] * style.tempo**0.3
 
     def duration(self, p, style):
-        return self._cycle(p, style) * (0.7 + p["steps"] / 2) + 0.4
+        return 0.35 + p["steps"] * self._step_time(p, style) + 0.6
 
     def animate(self, body, p, style):
-        amp = {"jog": 0.8, "run": 1.0, "sprint": 1.2}[p["speed"]] * style.amplitude ** 0.5
-        gait(body, style, cycle=self._cycle(p, style), steps=p["steps"], stance=0.4, hip_flex=0.45 * amp,
-             hip_ext=0.3 * amp, knee_stance=0.45, knee_swing=1.6 * amp, ankle_push=0.45, arm_swing=0.2 * amp,
-             lean=0.12 * amp, running=True)  # fmt: skip
+        length = {"jog": 0.95, "run": 1.2, "sprint": 1.45}[p["speed"]] * style.amplitude**0.5
+        gait(body, style, steps=p["steps"], step_length=length, step_time=self._step_time(p, style), stance=0.36,
+             lift=0.22, crouch=0.06, arm_swing=0.2, lean=0.12, running=True)  # fmt: skip
 
     def phrases(self, p):
         return {
@@ -175,14 +233,11 @@ class JogInPlace(Primitive):
         return {"steps": int(rng.integers(4, 9))}
 
     def duration(self, p, style):
-        return 0.72 * style.tempo**0.3 * (0.7 + p["steps"] / 2) + 0.4
+        return 0.35 + p["steps"] * 0.36 * style.tempo**0.3 + 0.6
 
     def animate(self, body, p, style):
-        gait(body, style, cycle=0.72 * style.tempo**0.3, steps=p["steps"], stance=0.42, hip_flex=0.35 * style.amplitude,
-             hip_ext=-0.35 * style.amplitude, knee_stance=0.3, knee_swing=1.4, ankle_push=0.35, arm_swing=0.12,
-             lean=0.03, running=True)  # fmt: skip
-        # In place: the hip holds its angle through stance, and nothing carries the body in flight.
-        body.air_velocity[body.stance == AIRBORNE] = 0.0
+        gait(body, style, steps=p["steps"], step_length=0.0, step_time=0.36 * style.tempo**0.3, stance=0.4,
+             lift=0.2 * style.amplitude, crouch=0.05, arm_swing=0.08, lean=0.03, running=True)  # fmt: skip
 
     def phrases(self, p):
         return ["jogs in place", "runs on the spot", "jogs on the spot", "does a jog in place"]
@@ -210,8 +265,8 @@ class KneeRaise(Primitive):
             body.hip_flex(side, 1.4 * style.amplitude * lift[side])
             body.knee_flex(side, 1.6 * lift[side] + 0.05)
             body.ankle_flex(side, -0.3 * lift[side])
-        body.stance[lift["left"] > 0.05] = RIGHT_STANCE
-        body.stance[lift["right"] > 0.05] = LEFT_STANCE
+        body.stance[lift["left"] > 0] = RIGHT_STANCE
+        body.stance[lift["right"] > 0] = LEFT_STANCE
         hang_arms(body, style)
 
     def phrases(self, p):
@@ -230,31 +285,18 @@ class Turn(Primitive):
     def sample(self, rng):
         return {"direction": str(rng.choice(["left", "right"])), "angle": int(rng.choice([90, 90, 180, 180, 360]))}
 
+    def _steps(self, p):
+        return max(2, int(round(p["angle"] / 45)))
+
     def duration(self, p, style):
-        return (1.0 + p["angle"] / 180) * style.tempo
+        return 0.35 + self._steps(p) * 0.45 * style.tempo + 0.5
 
     def animate(self, body, p, style):
-        t = body.t
-        d = self.duration(p, style)
         sign = 1.0 if p["direction"] == "left" else -1.0
-        body.yaw[:] = sign * p["angle"] * np.pi / 180 * minimum_jerk((t - 0.25) / (d - 0.5))
-        settle(body, style)
-        # Small alternating steps carry the turn; the foot on the inside of the turn goes first.
-        steps = max(2, int(round(p["angle"] / 45)))
-        step_time = (d - 0.5) / steps
-        first = p["direction"]
-        lift = {"left": np.zeros_like(t), "right": np.zeros_like(t)}
-        for i in range(steps):
-            side = first if i % 2 == 0 else ("right" if first == "left" else "left")
-            t0 = 0.25 + i * step_time
-            lift[side] += np.sin(np.pi * np.clip((t - t0) / step_time, 0, 1)) ** 2
-        for side in SIDES:
-            body.hip_flex(side, 0.35 * lift[side])
-            body.knee_flex(side, 0.7 * lift[side] + 0.05)
-        body.stance[lift["left"] > 0.02] = RIGHT_STANCE
-        body.stance[lift["right"] > 0.02] = LEFT_STANCE
-        body.head_turn(left=sign * 0.25 * envelope(t, 0.1, d - 0.4, 0.3))
-        hang_arms(body, style)
+        # Stepping round on the spot, the foot on the inside of the turn first.
+        gait(body, style, steps=self._steps(p), step_length=0.0, step_time=0.45 * style.tempo, stance=0.6,
+             lift=0.07, crouch=0.02, arm_swing=0.0, lean=0.0, turn=sign * np.radians(p["angle"]),
+             lead=p["direction"])  # fmt: skip
 
     def phrases(self, p):
         d, a = p["direction"], p["angle"]
@@ -401,7 +443,7 @@ class Hop(Primitive):
         body.pelvis_tilt(left=(0.06 if hop_side == "left" else -0.06) * raised)
         flight, period = 0.3, 0.6 * style.tempo
         hip, knee, ankle = (np.zeros_like(t) for _ in range(3))
-        body.stance[raised > 0.05] = LEFT_STANCE if hop_side == "left" else RIGHT_STANCE
+        body.stance[raised > 0] = LEFT_STANCE if hop_side == "left" else RIGHT_STANCE
         for i in range(p["count"]):
             t0 = 0.75 + i * period
             keys = [t0, t0 + 0.12, t0 + 0.2, t0 + 0.2 + flight, t0 + 0.2 + flight + 0.1]

@@ -87,7 +87,7 @@ class Lunge(Primitive):
         feet[front] = feet[front] + np.stack([zero, 0.1 * lift, stride / 2 * out], -1)
         feet[rear] = feet[rear] + np.stack([zero, zero, -stride / 2 * out], -1)
         stand_legs(body, style, left=feet["left"], right=feet["right"])
-        body.stance[lift > 0.01] = RIGHT_STANCE if rear == "right" else LEFT_STANCE
+        body.stance[lift > 0] = RIGHT_STANCE if rear == "right" else LEFT_STANCE
         hang_arms(body, style)
 
     def phrases(self, p):
@@ -235,7 +235,7 @@ class Kick(Primitive):
         body.knee_flex(kicker, 1.5 * chamber * (1 - snap) + 0.05)
         body.ankle_flex(kicker, -0.4 * snap)
         body.knee_flex(support, 0.12 * chamber + 0.05)
-        body.stance[chamber > 0.01] = RIGHT_STANCE if support == "right" else LEFT_STANCE
+        body.stance[chamber > 0] = RIGHT_STANCE if support == "right" else LEFT_STANCE
         guard = {s: blend(chamber, rest_wrist(s, style), rest_wrist(s, style) + [0.0, 0.25, 0.2]) for s in SIDES}
         hang_arms(body, style, left=guard["left"], right=guard["right"])
 
