@@ -107,7 +107,11 @@ def _root_facing(positions: np.ndarray, face_joints: tuple[int, int, int, int]) 
     forward = gaussian_filter1d(_forward_from_across(across), 20, axis=0, mode="nearest")
     root_quat = quat_between(_unit(forward), np.repeat(_Z_FORWARD, len(forward), axis=0))
     root_quat[0] = (1.0, 0.0, 0.0, 0.0)
-    return root_quat
+    # Keep consecutive quaternions on the same side of the double cover. The reference skips
+    # this, which is harmless until the facing passes 180 degrees from the start (a turn around,
+    # a spin): then the per-frame turn flips sign there and the recovered root spins off.
+    flips = np.cumsum(np.concatenate([[False], (root_quat[1:] * root_quat[:-1]).sum(-1) < 0])) % 2
+    return np.where(flips[:, None] == 1, -root_quat, root_quat)
 
 
 def _local_quats(positions: np.ndarray, root_quat: np.ndarray, chain) -> np.ndarray:

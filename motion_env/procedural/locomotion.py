@@ -73,7 +73,7 @@ def gait(body: Body, style: Style, *, steps: int, step_length: float, step_time:
     for k in range(steps):
         side = sides[k % 2]
         target = (min(k, steps - 2) + 0.5) * step_length if steps > 1 else 0.5 * step_length
-        target_theta = curvature * target if path_length > 0 else turn * (k + 1) / steps
+        target_theta = curvature * target if path_length > 0 else turn * min(k + 1, steps - 1) / max(steps - 1, 1)
         t0 = start + k * step_time
         u = minimum_jerk(np.clip((t - t0) / swing_time, 0.0, 1.0))
         moving = (t >= t0) & (t < t0 + swing_time)
@@ -261,10 +261,10 @@ class KneeRaise(Primitive):
         for i, side in enumerate(sides):
             t0 = 0.3 * style.tempo + i * period
             lift[side] += envelope(t, t0, t0 + period * 0.85, ramp=period * 0.35)
-        for side in SIDES:
-            body.hip_flex(side, 1.4 * style.amplitude * lift[side])
-            body.knee_flex(side, 1.6 * lift[side] + 0.05)
-            body.ankle_flex(side, -0.3 * lift[side])
+        zero = np.zeros_like(t)
+        for side in SIDES:  # the foot rises straight up off the floor, the knee leads
+            up = lift[side] * style.amplitude
+            body.plant_foot(side, ANKLE_REST[side] + np.stack([zero, 0.42 * up, 0.12 * up], -1))
         body.stance[lift["left"] > 0] = RIGHT_STANCE
         body.stance[lift["right"] > 0] = LEFT_STANCE
         hang_arms(body, style)
@@ -286,7 +286,7 @@ class Turn(Primitive):
         return {"direction": str(rng.choice(["left", "right"])), "angle": int(rng.choice([90, 90, 180, 180, 360]))}
 
     def _steps(self, p):
-        return max(2, int(round(p["angle"] / 45)))
+        return max(2, int(round(p["angle"] / 45))) + 1  # the last step closes the feet
 
     def duration(self, p, style):
         return 0.35 + self._steps(p) * 0.45 * style.tempo + 0.5
@@ -438,26 +438,25 @@ class Hop(Primitive):
         hop_side, free = p["side"], ("right" if p["side"] == "left" else "left")
         total = self.duration(p, style)
         raised = envelope(t, 0.25, total - 0.3, ramp=0.45)
-        body.hip_flex(free, 0.45 * raised)
-        body.knee_flex(free, 1.4 * raised + 0.05)
+        zero = np.zeros_like(t)
+        # The free foot lifts straight up off the floor (no scuff), knee forward.
+        body.plant_foot(free, ANKLE_REST[free] + np.stack([zero, 0.3 * raised, -0.05 * raised], -1))
         body.pelvis_tilt(left=(0.06 if hop_side == "left" else -0.06) * raised)
         flight, period = 0.3, 0.6 * style.tempo
-        hip, knee, ankle = (np.zeros_like(t) for _ in range(3))
+        # The hopping foot is placed by IK under its hip, so it lands where it took off; the
+        # pelvis dips (crouch, landing) by raising the ankle target.
+        dip = np.zeros_like(t)
         body.stance[raised > 0] = LEFT_STANCE if hop_side == "left" else RIGHT_STANCE
         for i in range(p["count"]):
             t0 = 0.75 + i * period
             keys = [t0, t0 + 0.12, t0 + 0.2, t0 + 0.2 + flight, t0 + 0.2 + flight + 0.1]
-            hip += keyframes(t, keys, [0.0, 0.45, 0.0, 0.05, 0.0])
-            knee += keyframes(t, keys, [0.0, 0.75, 0.05, 0.15, 0.0])
-            ankle += keyframes(t, keys, [0.0, 0.3, -0.5, -0.2, 0.0])
+            dip += keyframes(t, keys, [0.0, 0.12, 0.0, 0.04, 0.0])
             airborne = (t >= keys[2]) & (t < keys[3])
             tau = t - keys[2]
             body.flight += np.where(airborne, 0.5 * GRAVITY * tau * (flight - tau), 0.0)
             body.stance[airborne] = AIRBORNE
             body.air_velocity[airborne] = [0.0, 0.0]
-        body.hip_flex(hop_side, hip)
-        body.knee_flex(hop_side, knee + 0.05)
-        body.ankle_flex(hop_side, ankle)
+        body.plant_foot(hop_side, ANKLE_REST[hop_side] + np.stack([np.zeros_like(t), dip, np.zeros_like(t)], -1))
         out = np.stack([0.12 * raised, 0.1 * raised, 0.05 * raised], -1)
         hang_arms(body, style, left=rest_wrist("left", style) + out * [1, 1, 1],
                   right=rest_wrist("right", style) + out * [-1, 1, 1])  # fmt: skip

@@ -78,16 +78,16 @@ class Lunge(Primitive):
         phases = [0.0, 0.25, 0.45, 0.6, 0.78, 1.0]
         out = _reps(t, p["count"], 0.3, period, (phases, [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]))  # feet apart
         low = _reps(t, p["count"], 0.3, period, (phases, [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]))  # pelvis down
-        lift = _reps(t, p["count"], 0.3, period, ([0.0, 0.12, 0.25, 0.78, 0.89, 1.0], [0, 1, 0, 0, 1, 0]))
+        lift = np.sin(np.pi * np.clip(out, 0, 1))  # the stepping foot clears the floor mid-step
         stride = 0.75 * style.amplitude
         settle(body, style)
         body.spine_bend(forward=0.05 * low)
-        feet = _feet(style, drop=0.33 * low)
+        feet = _feet(style, drop=0.1 * out + 0.24 * low)  # a long stride needs the pelvis lower to reach
         zero = np.zeros_like(t)
         feet[front] = feet[front] + np.stack([zero, 0.1 * lift, stride / 2 * out], -1)
         feet[rear] = feet[rear] + np.stack([zero, zero, -stride / 2 * out], -1)
         stand_legs(body, style, left=feet["left"], right=feet["right"])
-        body.stance[lift > 0] = RIGHT_STANCE if rear == "right" else LEFT_STANCE
+        body.stance[lift > 0.01] = RIGHT_STANCE if rear == "right" else LEFT_STANCE
         hang_arms(body, style)
 
     def phrases(self, p):
@@ -232,7 +232,7 @@ class Kick(Primitive):
         settle(body, style)
         body.pelvis_tilt(forward=-0.12 * chamber)
         body.hip_flex(kicker, p["height"] * style.amplitude * chamber)
-        body.knee_flex(kicker, 1.5 * chamber * (1 - snap) + 0.05)
+        body.knee_flex(kicker, 1.5 * chamber**2 * (1 - snap) + 0.05)  # the thigh lifts first: no toe drag
         body.ankle_flex(kicker, -0.4 * snap)
         body.knee_flex(support, 0.12 * chamber + 0.05)
         body.stance[chamber > 0] = RIGHT_STANCE if support == "right" else LEFT_STANCE
