@@ -422,3 +422,43 @@ def read_smpl_npz(path: str | os.PathLike) -> dict:
         raise ValueError(f"read_smpl_npz: {path}: betas must be 1-D, got shape {betas.shape}")
     data["gender"] = str(data["gender"])
     return data
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m motion_env.export --data DIR --id ID --out clip.bvh`` (or ``.npz``).
+
+    Exports a clip of a dataset that keeps its rotations (``smpl/<id>.npz``, as the embedded
+    default does) to BVH or to an AMASS-style SMPL ``.npz``.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m motion_env.export", description=main.__doc__)
+    parser.add_argument("--data", required=True, help="dataset directory with smpl/<id>.npz")
+    parser.add_argument("--id", required=True, help="clip id")
+    parser.add_argument("--out", required=True, help="output file, .bvh or .npz")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if out.suffix not in (".bvh", ".npz"):
+        parser.error(f"--out must end in .bvh or .npz, got {out.name}")
+    try:
+        smpl = read_smpl_npz(Path(args.data) / "smpl" / f"{args.id}.npz")
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    poses = smpl["poses"][:, : 3 * NUM_SMPL_JOINTS].reshape(len(smpl["poses"]), NUM_SMPL_JOINTS, 3)
+    if out.suffix == ".bvh":
+        from motion_env.rotations import axis_angle_to_quat
+
+        to_bvh(axis_angle_to_quat(poses.astype(np.float64)), smpl["trans"], out, fps=smpl["mocap_framerate"])
+    else:
+        to_smpl_npz(poses, smpl["trans"], out, fps=smpl["mocap_framerate"], betas=smpl["betas"],
+                    gender=smpl["gender"])  # fmt: skip
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -17,7 +17,7 @@ from motion_env.procedural.captions import LEXICON, pos_tokens
 from motion_env.procedural.compose import synthesize
 from motion_env.procedural.dataset import HELD_OUT_PAIRS, sample_sequence
 from motion_env.rotations import axis_angle_to_quat
-from motion_env.skeleton import BONE_LENGTHS, FPS, bone_lengths, forward_kinematics
+from motion_env.skeleton import BONE_LENGTHS, FPS, JOINT_NAMES, bone_lengths, forward_kinematics
 
 LOCOMOTION = {"walk", "run", "jog_in_place", "turn"}  # planned footsteps: feet cannot slide
 FLIGHT = {"run", "jog_in_place", "jump", "hop"}  # both feet leave the ground
@@ -227,3 +227,20 @@ def test_cli(tmp_path):
     again = subprocess.run([sys.executable, "-m", "motion_env.procedural", "--out", str(out), "--num-clips", "6"],
                            capture_output=True, text=True)  # fmt: skip
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_export_cli_writes_a_bvh_of_the_clip(dataset, tmp_path):
+    from motion_env.export import read_bvh
+
+    out = tmp_path / "clip.bvh"
+    result = subprocess.run([sys.executable, "-m", "motion_env.export", "--data", str(dataset), "--id", "000002",
+                             "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    bvh = read_bvh(out)
+    order = [bvh.names.index(name) for name in JOINT_NAMES]  # file order -> SMPL order
+    joints = forward_kinematics(bvh.local_quats[:, order], bvh.root_positions, bvh.offsets[order])[:, :22]
+    expected = np.load(dataset / "new_joints" / "000002.npy")
+    assert np.abs(joints - expected).max() < 1e-4
+    missing = subprocess.run([sys.executable, "-m", "motion_env.export", "--data", str(dataset), "--id", "nope",
+                              "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 2 and "nope.npz" in missing.stderr
