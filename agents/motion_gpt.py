@@ -1,0 +1,483 @@
+"""MotionGPT: a T2M-GPT-style text-conditioned autoregressive transformer over VQ-VAE motion codes.
+
+Sequence layout: position 0 is the projected text feature, positions 1.. are motion codes; the
+logit at position i predicts code i, and after the last code it predicts END. The vocabulary is
+the K codebook entries, then END (id K), then PAD (id K + 1), which is never predicted.
+
+The cache argument is called ``cache``, as in transformers 5.x; ``past_key_values`` is accepted
+as its older name.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub.dataclasses import strict
+from safetensors import SafetensorError
+from torch import nn
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+IGNORE_INDEX = -100
+
+
+@strict
+class MotionGPTConfig(PretrainedConfig):
+    r"""Configuration of [`MotionGPTForCausalLM`].
+
+    Args:
+        codebook_size (`int`): K, the number of VQ-VAE codes. END is id K, PAD is id K + 1.
+        text_dim (`int`): width of the sentence-encoder feature placed at position 0.
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size (`int`): transformer size.
+        max_codes (`int`): the longest code sequence (196 frames / 4 = 49); sets the position table.
+        dropout (`float`): dropout on embeddings, attention weights and residual branches.
+        layer_norm_eps, initializer_range (`float`): as in GPT-2.
+        vocab_size, end_token_id, pad_token_id (`int`): derived from `codebook_size`; pass them only
+            with their derived values (as a saved config.json does).
+    """
+
+    model_type = "motion_gpt"
+
+    codebook_size: int = 512
+    text_dim: int = 384
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    max_codes: int = 49
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
+    vocab_size: int | None = None
+    end_token_id: int | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self, **kwargs):
+        for name in ("codebook_size", "text_dim", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_codes"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        derived = {"vocab_size": self.codebook_size + 2, "end_token_id": self.codebook_size,
+                   "pad_token_id": self.codebook_size + 1}  # fmt: skip
+        for name, value in derived.items():
+            given = getattr(self, name)
+            if given is not None and given != value:
+                raise ValueError(
+                    f"{name} is derived from codebook_size={self.codebook_size} and must be {value}, got {given}"
+                )
+            setattr(self, name, value)
+        super().__post_init__(**kwargs)
+
+
+class MotionKVCache:
+    """Keys and values of every layer in tensors allocated once for the whole sequence.
+
+    ``update`` copies the new steps in place and returns views up to the filled length, so a decode
+    step allocates nothing for the cache (transformers' `DynamicCache` concatenates every step).
+    Any object with the same ``update`` / ``get_seq_length`` (e.g. a `DynamicCache`) also works.
+    """
+
+    def __init__(self, config: MotionGPTConfig, batch_size: int, max_length: int | None = None,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):  # fmt: skip
+        self.max_length = max_length or config.max_codes + 1
+        head_dim = config.hidden_size // config.num_attention_heads
+        shape = (config.num_hidden_layers, batch_size, config.num_attention_heads, self.max_length, head_dim)
+        self.keys = torch.empty(shape, dtype=dtype, device=device)  # (nl, B, nh, S, hs)
+        self.values = torch.empty(shape, dtype=dtype, device=device)
+        self.lengths = [0] * config.num_hidden_layers
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        start, end = self.lengths[layer_idx], self.lengths[layer_idx] + key.shape[-2]
+        if end > self.max_length:
+            raise ValueError(f"MotionKVCache holds {self.max_length} positions, got {end}")
+        if key.shape[0] != self.keys.shape[1]:
+            raise ValueError(f"MotionKVCache was made for batch size {self.keys.shape[1]}, got {key.shape[0]}")
+        self.keys[layer_idx, :, :, start:end] = key
+        self.values[layer_idx, :, :, start:end] = value
+        self.lengths[layer_idx] = end
+        return self.keys[layer_idx, :, :, :end], self.values[layer_idx, :, :, :end]  # (B, nh, end, hs)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.lengths[layer_idx]
+
+
+class MotionGPTAttention(nn.Module):
+    def __init__(self, config: MotionGPTConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.dropout = config.dropout
+        # separate projections (not one fused c_attn) so that peft LoRA can target them by name
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden_states: torch.Tensor, cache=None) -> torch.Tensor:
+        B, T, C = hidden_states.shape
+        q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_proj(hidden_states).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        v = self.v_proj(hidden_states).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hs), S = past + T
+        past = k.shape[-2] - T
+        mask = None
+        if past > 0 and T > 1:  # SDPA's is_causal aligns top-left; new steps after a prefix need bottom-right
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)  # (T, S)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=past == 0 and T > 1
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.o_proj(y))
+
+
+class MotionGPTMLP(nn.Module):
+    def __init__(self, config: MotionGPTConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down_proj(F.gelu(self.up_proj(hidden_states))))
+
+
+class MotionGPTBlock(GradientCheckpointingLayer):
+    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: MotionGPTConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = MotionGPTAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MotionGPTMLP(config)
+
+    def forward(self, hidden_states: torch.Tensor, cache=None) -> torch.Tensor:
+        hidden_states = hidden_states + self.attn(self.ln_1(hidden_states), cache=cache)
+        return hidden_states + self.mlp(self.ln_2(hidden_states))
+
+
+class MotionGPTPreTrainedModel(PreTrainedModel):
+    config_class = MotionGPTConfig
+    base_model_prefix = "transformer"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MotionGPTBlock"]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)  # normal(0, initializer_range) for Linear/Embedding, LayerNorm to (1, 0)
+        if isinstance(module, (MotionGPTAttention, MotionGPTMLP)):
+            # GPT-2's scaled init of the projections that write into the residual stream (2 per block)
+            std = self.config.initializer_range / (2 * self.config.num_hidden_layers) ** 0.5
+            residual_proj = module.o_proj if isinstance(module, MotionGPTAttention) else module.down_proj
+            init.normal_(residual_proj.weight, mean=0.0, std=std)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        # safetensors reports a truncated file as "incomplete metadata" without naming it
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as err:
+            raise OSError(
+                f"cannot read the weights in {pretrained_model_name_or_path}: the safetensors file is truncated or "
+                f"corrupt ({err}); save the checkpoint again"
+            ) from err
+
+
+def _check_inputs(config: MotionGPTConfig, input_ids, text_features, past_length: int) -> None:
+    """Raise a ValueError naming the offending value for input the model cannot take."""
+    if text_features is None and past_length == 0:
+        raise ValueError(
+            "text_features (B, text_dim) is required on the first call (no cache yet): position 0 is the text; "
+            "later calls pass only the new codes with the cache"
+        )
+    if text_features is not None:
+        if past_length > 0:
+            raise ValueError(
+                f"text_features is only taken on the first call, but the cache already holds {past_length} positions"
+            )
+        if text_features.dim() != 2 or text_features.shape[-1] != config.text_dim:
+            raise ValueError(
+                f"text_features must be (B, text_dim={config.text_dim}), got shape {tuple(text_features.shape)}"
+            )
+        if not text_features.is_floating_point():
+            raise ValueError(f"text_features must be a float tensor, got {text_features.dtype}")
+    if input_ids is None or input_ids.numel() == 0:
+        if text_features is None:
+            raise ValueError("nothing to run: with a cache, pass the new codes as input_ids (B, L >= 1)")
+        return
+    if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32):
+        raise ValueError(
+            f"input_ids must be a (B, L) long tensor of codes, got {input_ids.dtype} of shape {tuple(input_ids.shape)}"
+        )
+    if text_features is not None and input_ids.shape[0] != text_features.shape[0]:
+        raise ValueError(
+            f"input_ids has batch size {input_ids.shape[0]} but text_features has {text_features.shape[0]}"
+        )
+    bad = (input_ids < 0) | (input_ids >= config.vocab_size)
+    if bad.any():
+        raise ValueError(
+            f"input_ids must be codes in [0, {config.vocab_size}), got {input_ids[bad].unique()[:10].tolist()}"
+        )
+    total = past_length + int(text_features is not None) + input_ids.shape[1]
+    if total > config.max_codes + 1:
+        raise ValueError(f"sequence of {total} positions (text + codes) exceeds max_codes + 1 = {config.max_codes + 1}")
+
+
+def _check_attention_mask(attention_mask: torch.Tensor, input_ids) -> None:
+    if input_ids is None or attention_mask.shape != input_ids.shape:
+        shape = None if input_ids is None else tuple(input_ids.shape)
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids {shape}")
+    if (attention_mask[:, 1:] > attention_mask[:, :-1]).any():
+        raise ValueError("attention_mask must be right-padded (1s then 0s); left padding is not supported")
+
+
+class MotionGPTModel(MotionGPTPreTrainedModel):
+    """The transformer body: text projection and code embeddings in, final hidden states out."""
+
+    def __init__(self, config: MotionGPTConfig):
+        super().__init__(config)
+        self.text_proj = nn.Linear(config.text_dim, config.hidden_size)
+        self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.wpe = nn.Embedding(config.max_codes + 1, config.hidden_size)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(MotionGPTBlock(config, i) for i in range(config.num_hidden_layers))
+        self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def forward(self, input_ids=None, text_features=None, cache=None, use_cache=None, past_key_values=None):
+        """Final hidden states (B, T, C) of [text?, codes]; see `MotionGPTForCausalLM.forward`."""
+        cache = _cache_alias(cache, past_key_values)
+        past_length = cache.get_seq_length() if cache is not None else 0
+        _check_inputs(self.config, input_ids, text_features, past_length)
+        if use_cache and cache is None:
+            batch_size = (text_features if text_features is not None else input_ids).shape[0]
+            cache = MotionKVCache(self.config, batch_size, dtype=self.wte.weight.dtype, device=self.wte.weight.device)
+        parts = []
+        if text_features is not None:
+            parts.append(self.text_proj(text_features.to(self.text_proj.weight.dtype)).unsqueeze(1))  # (B, 1, C)
+        if input_ids is not None and input_ids.shape[1] > 0:
+            parts.append(self.wte(input_ids))  # (B, L, C)
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, T, C)
+        x = self.drop(x + self.wpe.weight[past_length : past_length + x.shape[1]])  # (B, T, C)
+        for block in self.h:
+            x = block(x, cache=cache)
+        return BaseModelOutputWithPast(last_hidden_state=self.ln_f(x), cache=cache if use_cache else None)
+
+
+def _cache_alias(cache, past_key_values):
+    """The cache under its transformers-5 name ``cache`` or its older name ``past_key_values``."""
+    if past_key_values is not None and cache is not None:
+        raise ValueError("pass the cache as `cache` or as `past_key_values`, not both")
+    return cache if cache is not None else past_key_values
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Set to -inf the logits outside the top-k and outside the top-p nucleus (B, V) -> (B, V)."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1)  # ascending
+        drop = sorted_logits.softmax(-1).cumsum(-1) <= 1.0 - top_p  # (B, V)
+        drop[:, -1] = False  # the most likely code always stays
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row from probs (B, V) -> (B,), by inverse CDF.
+
+    One uniform per row; `torch.multinomial` draws V exponentials per row, ~1 ms of a ~13 ms
+    decode step at B = 64, V = 514 on a 2-core CPU.
+    """
+    cdf = probs.cumsum(-1)  # (B, V)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)  # (B, 1)
+    ids = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)  # (B, 1)
+    # should u * total round up to the total, it would land past the last possible code
+    ids = torch.where(probs.gather(1, ids) > 0, ids, probs.argmax(-1, keepdim=True))
+    return ids.squeeze(1)
+
+
+class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
+    """MotionGPT with its next-code head; `generate` is a batched KV-cached sampler."""
+
+    # The loss is a mean over the batch's labelled positions; Trainer need not pass token counts.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: MotionGPTConfig):
+        super().__init__(config)
+        self.transformer = MotionGPTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def _logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(hidden_states)  # (..., V)
+        logits[..., self.config.pad_token_id] = float("-inf")  # PAD is padding, never an action
+        return logits
+
+    def forward(self, input_ids=None, text_features=None, attention_mask=None, cache=None, labels=None,
+                use_cache=None, return_dict=True, past_key_values=None) -> CausalLMOutputWithPast:  # fmt: skip
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` (B, L)): codes, right-padded (PAD or any code past the mask).
+                On later calls with a cache: only the new codes.
+            text_features (`torch.FloatTensor` (B, text_dim)): required on the first call, refused later.
+            attention_mask (`torch.LongTensor` (B, L)): 1 for real codes, then 0 (right padding only).
+                Attention is causal, so padding never reaches a real position; the mask only sets
+                `labels` past the first padded code to ignored.
+            cache (`MotionKVCache` or a transformers `Cache`): from the previous call's output;
+                `past_key_values` is accepted as its older name.
+            labels (`torch.LongTensor`, the logits' (B, T)): on the first call (B, L + 1):
+                `labels[:, i]` is code i and `labels[:, n]` END after a row's n codes; -100 is
+                ignored. No shift is applied.
+            use_cache (`bool`): return a cache; defaults to True exactly when a cache was passed.
+
+        Returns:
+            `CausalLMOutputWithPast` with `logits` (B, T, V), T = L + 1 on the first call, L later;
+            the PAD logit is -inf.
+        """
+        cache = _cache_alias(cache, past_key_values)
+        use_cache = cache is not None if use_cache is None else use_cache
+        if attention_mask is not None:
+            _check_attention_mask(attention_mask, input_ids)
+        outputs = self.transformer(input_ids, text_features, cache=cache, use_cache=use_cache)
+        logits = self._logits(outputs.last_hidden_state)  # (B, T, V)
+        loss = None
+        if labels is not None:
+            labels = self._mask_labels(labels, logits.shape[:2], attention_mask)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        if not return_dict:
+            return tuple(x for x in (loss, logits, outputs.cache) if x is not None)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+
+    def _mask_labels(self, labels, logits_shape, attention_mask) -> torch.Tensor:
+        """Check labels (B, T) and ignore those after a right-padded row's END position."""
+        if labels.shape != logits_shape:
+            raise ValueError(
+                f"labels must have shape {tuple(logits_shape)} (one per logit position), got {tuple(labels.shape)}"
+            )
+        bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels > self.config.end_token_id))
+        if bad.any():
+            raise ValueError(
+                f"labels must be codes or END (0..{self.config.end_token_id}) or {IGNORE_INDEX}, "
+                f"got {labels[bad].unique()[:10].tolist()}"
+            )
+        if attention_mask is None:
+            return labels
+        offset = logits_shape[1] - attention_mask.shape[1]  # 1 when the text is position 0
+        # position i predicts code i; after n real codes, position n predicts END and later ones see padding
+        valid = torch.cat([attention_mask.new_ones(labels.shape[0], offset), attention_mask], dim=1).bool()
+        return labels.masked_fill(~valid, IGNORE_INDEX)
+
+    def prepare_inputs_for_generation(self, input_ids, cache=None, text_features=None, use_cache=True, **kwargs):
+        """Lets transformers' `GenerationMixin.generate` drive this model (our `generate` does not use it).
+
+        There, `input_ids` must be one placeholder id per row (e.g. END) standing for the text
+        position, so that its length counts the text position as the cache does::
+
+            GenerationMixin.generate(model, torch.full((B, 1), config.end_token_id), text_features=f,
+                                     eos_token_id=config.end_token_id, pad_token_id=config.pad_token_id)
+        """
+        past_length = cache.get_seq_length() if cache is not None else 0
+        if past_length == 0:
+            inputs = {"input_ids": input_ids[:, 1:], "text_features": text_features}
+        else:
+            inputs = {"input_ids": input_ids[:, past_length:]}
+        return inputs | {"cache": cache, "use_cache": use_cache}
+
+    def generate(self, text_features: torch.Tensor, *, max_codes: int | None = None, do_sample: bool = True,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None, min_codes: int = 0, return_logprobs: bool = False):  # fmt: skip
+        """Sample code sequences for a batch of text features, each row stopping at its own END.
+
+        Runs in the module's current mode: call `.eval()` first for dropout-free sampling.
+
+        Args:
+            text_features: (B, text_dim).
+            max_codes: codes per row at most (default and upper bound: `config.max_codes`); a row
+                that has not emitted END by then is cut there.
+            do_sample: sample from softmax(logits / temperature) after top-k / top-p; else argmax.
+            generator: a `torch.Generator` for reproducible sampling.
+            min_codes: END is not allowed before this many codes.
+            return_logprobs: also return the log-probabilities of the emitted tokens.
+
+        Returns:
+            codes (B, max_codes) long, padded with PAD after each row's end (END itself excluded);
+            lengths (B,) long; with `return_logprobs`, logprobs (B, max_codes) float:
+            log softmax(logits / temperature) of the chosen token, before top-k / top-p / min_codes
+            (so a teacher-forced forward with logits / temperature reproduces it). For t < length it
+            is the code's; at t = length (< max_codes) it is END's; after that 0.
+        """
+        config = self.config
+        max_codes = config.max_codes if max_codes is None else max_codes
+        if not 1 <= max_codes <= config.max_codes:
+            raise ValueError(f"max_codes must be in [1, {config.max_codes}], got {max_codes}")
+        if not 0 <= min_codes <= max_codes:
+            raise ValueError(f"min_codes must be in [0, max_codes={max_codes}], got {min_codes}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (use do_sample=False for greedy), got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+        _check_inputs(config, None, text_features, past_length=0)
+        with torch.inference_mode():  # a little faster than no_grad per decode step
+            outputs = self._decode(text_features, max_codes, do_sample, temperature, top_k, top_p, generator,
+                                   min_codes, return_logprobs)  # fmt: skip
+        # inference tensors cannot be saved for backward; PPO feeds these codes to a training forward
+        outputs = tuple(x.clone() for x in outputs)
+        return outputs if return_logprobs else outputs[:2]
+
+    def _decode(self, text_features, max_codes, do_sample, temperature, top_k, top_p, generator, min_codes,
+                return_logprobs):  # fmt: skip
+        """The sampling loop of `generate`: one cached forward of B new codes per step."""
+        config = self.config
+        batch_size, device, end_id = text_features.shape[0], self.lm_head.weight.device, config.end_token_id
+        cache = MotionKVCache(config, batch_size, max_codes + 1, dtype=self.lm_head.weight.dtype, device=device)
+        codes = torch.full((batch_size, max_codes), config.pad_token_id, dtype=torch.long, device=device)
+        lengths = torch.full((batch_size,), max_codes, dtype=torch.long, device=device)
+        logprobs = torch.zeros(batch_size, max_codes, device=device) if return_logprobs else None
+        finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+
+        hidden = self.transformer(None, text_features, cache=cache).last_hidden_state  # (B, 1, C)
+        for step in range(max_codes):
+            logits = self._logits(hidden[:, -1]).float()  # (B, V)
+            if temperature != 1.0:
+                logits = logits / temperature
+            if return_logprobs:
+                step_logprobs = logits.log_softmax(-1)  # (B, V)
+            if step < min_codes:
+                logits[:, end_id] = float("-inf")
+            if do_sample:
+                probs = _filter_logits(logits, top_k, top_p).softmax(-1)  # (B, V)
+                next_ids = _sample(probs, generator)  # (B,)
+            else:
+                next_ids = logits.argmax(-1)  # (B,)
+
+            if return_logprobs:
+                logprobs[:, step] = step_logprobs.gather(1, next_ids[:, None]).squeeze(1).masked_fill_(finished, 0.0)
+            is_end = next_ids == end_id
+            codes[:, step] = next_ids.masked_fill(finished | is_end, config.pad_token_id)
+            lengths.masked_fill_(is_end & ~finished, step)
+            finished |= is_end
+            if step == max_codes - 1 or bool(finished.all()):
+                break
+            hidden = self.transformer(next_ids[:, None], cache=cache).last_hidden_state  # (B, 1, C)
+        return (codes, lengths, logprobs) if return_logprobs else (codes, lengths)
+
+
+__all__ = ["MotionGPTConfig", "MotionGPTForCausalLM", "MotionGPTModel", "MotionGPTPreTrainedModel", "MotionKVCache"]
