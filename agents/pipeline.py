@@ -1,0 +1,93 @@
+"""Text in, motion out: the sentence encoder, MotionGPT and the VQ-VAE decoder as one object.
+
+>>> pipe = TextToMotionPipeline.from_pretrained()          # the default checkpoints
+>>> motion = pipe(["a person waves with the left hand"], num_samples=2, seed=0)
+>>> motion.joints.shape                                     # (2, T, 22, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from agents.motion_gpt import MotionGPTForCausalLM
+from agents.text_encoder import GuidedTextEncoder, SentenceEncoder
+from motion_env.features import features_to_joints
+from motion_env.tokenizer import MotionVQVAE
+
+DEFAULT_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
+MIN_CODES = 10  # 40 frames: the shortest motion HumanML3D keeps
+
+
+def default_checkpoint_dir() -> Path:
+    """The default bundle shipped in the repository (``checkpoints/default``)."""
+    if not (DEFAULT_CHECKPOINTS / "gpt").is_dir():
+        raise FileNotFoundError(
+            f"{DEFAULT_CHECKPOINTS}: the default checkpoints are missing; rebuild them with "
+            "`python recipes/build_default.py` or pass a model directory"
+        )
+    return DEFAULT_CHECKPOINTS
+
+
+@dataclass
+class GeneratedMotion:
+    """A batch of generated motions; rows are padded past their own length."""
+
+    texts: list[str]
+    codes: torch.Tensor  # (B, N) long, PAD past each row's end
+    code_lengths: torch.Tensor  # (B,)
+    features: torch.Tensor  # (B, 4N, 263) raw (un-normalised) features
+    lengths: torch.Tensor  # (B,) frames
+    joints: torch.Tensor  # (B, 4N, 22, 3)
+
+
+class TextToMotionPipeline:
+    """Generate motion for prompts, optionally guided by reward-specific tokens (Eq. 11)."""
+
+    def __init__(self, policy: MotionGPTForCausalLM, tokenizer: MotionVQVAE, text_encoder: GuidedTextEncoder):
+        if policy.config.codebook_size != tokenizer.config.codebook_size:
+            raise ValueError(
+                f"policy predicts {policy.config.codebook_size} codes but the tokenizer has "
+                f"{tokenizer.config.codebook_size}"
+            )
+        if policy.config.text_dim != text_encoder.dim:
+            raise ValueError(f"policy expects {policy.config.text_dim}-D text features, encoder gives {text_encoder.dim}")
+        self.policy, self.tokenizer, self.text_encoder = policy.eval(), tokenizer.eval(), text_encoder
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path | None = None, text_encoder_path: str | Path | None = None,
+                        alpha: float | None = None) -> TextToMotionPipeline:  # fmt: skip
+        """Load ``model_dir/gpt`` and ``model_dir/vqvae`` (the default bundle when None)."""
+        root = Path(model_dir) if model_dir is not None else default_checkpoint_dir()
+        for part in ("gpt", "vqvae"):
+            if not (root / part).is_dir():
+                raise FileNotFoundError(f"{root}: expected a '{part}' model directory inside")
+        policy = MotionGPTForCausalLM.from_pretrained(root / "gpt", dtype=torch.float32)
+        tokenizer = MotionVQVAE.from_pretrained(root / "vqvae", dtype=torch.float32)
+        guided = GuidedTextEncoder(SentenceEncoder(text_encoder_path), **({} if alpha is None else {"alpha": alpha}))
+        return cls(policy, tokenizer, guided)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, code_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes (B, N) -> raw features (B, 4N, D) and frame lengths (B,). Rows of 0 codes give 0 frames."""
+        factor = self.tokenizer.config.downsample_factor
+        safe = codes.clamp(max=self.tokenizer.config.codebook_size - 1)  # PAD past the end decodes to garbage
+        features = self.tokenizer.denormalize(self.tokenizer.decode(safe, code_lengths))
+        return features, code_lengths * factor
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str], *, num_samples: int = 1, reward_token=None, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, do_sample: bool = True,
+                 seed: int | None = None) -> GeneratedMotion:  # fmt: skip
+        """Generate ``num_samples`` motions per prompt (rows ordered prompt-major)."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not a single string")
+        texts = [t for t in texts for _ in range(num_samples)]
+        text_features = self.text_encoder.features(texts, reward_token)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        codes, code_lengths = self.policy.generate(text_features, do_sample=do_sample, temperature=temperature,
+                                                   top_k=top_k, top_p=top_p, generator=generator, min_codes=MIN_CODES)  # fmt: skip
+        features, lengths = self.decode(codes, code_lengths)
+        return GeneratedMotion(texts, codes, code_lengths, features, lengths, features_to_joints(features))

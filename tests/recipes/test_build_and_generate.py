@@ -1,0 +1,72 @@
+"""The default-bundle recipe (tiny mode), the generation CLI, and the shipped bundle."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+RECIPES = Path(__file__).parents[2] / "recipes"
+DEFAULT = Path(__file__).parents[2] / "checkpoints" / "default"
+
+
+def _run(script, *args, timeout=600):
+    return subprocess.run([sys.executable, str(RECIPES / script), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    result = _run("build_default.py", "--tiny", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_tiny_build_writes_fp16_models_and_a_record(tiny_bundle):
+    from safetensors import safe_open
+
+    record = json.loads((tiny_bundle / "record.json").read_text())
+    assert record["tiny"] and record["seed"] == 0
+    tokenizer = record["metrics"]["tokenizer_test"]
+    assert tokenizer["mpjpe_mm"] > 0 and 0 < tokenizer["codebook_usage"] <= 1
+    assert "generated_accuracy" in record["metrics"]["generator_text_adherence_proxy"]
+    for part in ("vqvae", "gpt"):
+        with safe_open(tiny_bundle / part / "model.safetensors", "pt") as f:
+            name = next(k for k in f.keys() if k.endswith("weight"))
+            assert str(f.get_tensor(name).dtype) == "torch.float16"
+
+
+def test_generate_cli(tiny_bundle, tmp_path):
+    result = _run("generate.py", "--model", tiny_bundle, "--text", "a person waves with the left hand",
+                  "--out", tmp_path / "wave.gif", "--num-samples", "2", "--reward-token", "perception")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for i in range(2):
+        joints = np.load(tmp_path / f"wave_{i}_joints.npy")
+        features = np.load(tmp_path / f"wave_{i}_features.npy")
+        assert joints.shape == (len(features), 22, 3) and features.shape[1] == 263
+        assert Image.open(tmp_path / f"wave_{i}.gif").n_frames == len(joints)
+    empty = _run("generate.py", "--model", tiny_bundle, "--text", " ", "--out", tmp_path / "x.gif")
+    assert empty.returncode == 2 and "empty" in empty.stderr
+    token = _run("generate.py", "--model", tiny_bundle, "--text", "a person runs", "--reward-token", "speed",
+                 "--out", tmp_path / "x.gif")  # fmt: skip
+    assert token.returncode == 2 and "<perception>" in token.stderr
+    broken = tmp_path / "broken"
+    (broken / "gpt").mkdir(parents=True)
+    (broken / "vqvae").mkdir()
+    (broken / "gpt" / "config.json").write_text((tiny_bundle / "gpt" / "config.json").read_text())
+    (broken / "gpt" / "model.safetensors").write_bytes((tiny_bundle / "gpt" / "model.safetensors").read_bytes()[:100])
+    missing = _run("generate.py", "--model", broken, "--text", "a person runs", "--out", tmp_path / "x.gif")
+    assert missing.returncode != 0 and "model.safetensors" in (missing.stderr + missing.stdout)
+
+
+@pytest.mark.skipif(not (DEFAULT / "gpt").is_dir(), reason="the default bundle is not built")
+def test_default_bundle_is_small_and_generates_with_no_model_argument(tmp_path):
+    size = sum(p.stat().st_size for p in DEFAULT.rglob("*") if p.is_file())
+    assert size < 30e6
+    result = _run("generate.py", "--text", "a person waves with the left hand", "--out", tmp_path / "wave.gif")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "wave.gif").is_file() and (tmp_path / "wave_joints.npy").is_file()
