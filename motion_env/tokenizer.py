@@ -46,6 +46,9 @@ class MotionVQVAEConfig(PretrainedConfig):
             encoder output of the batch (training only); 0 disables the reset.
         joint_loss_weight: extra smooth-L1 weight on the root-relative joint positions (ric).
         velocity_loss_weight: extra smooth-L1 weight on the local joint velocities (0 = off).
+        root_loss_weight: extra smooth-L1 weight on the root channels (rotation velocity, linear
+            velocity, height). They are 4 of 263 features, so without it the root's turning and
+            travel barely count in the loss and reconstructions lose their path (0 = off).
     """
 
     model_type = "motion_vqvae"
@@ -65,6 +68,7 @@ class MotionVQVAEConfig(PretrainedConfig):
         dead_code_threshold: float = 1.0,
         joint_loss_weight: float = 0.5,
         velocity_loss_weight: float = 0.0,
+        root_loss_weight: float = 1.0,
         **kwargs,
     ):
         if (feature_dim + 1) % 12 != 0:
@@ -93,6 +97,7 @@ class MotionVQVAEConfig(PretrainedConfig):
         self.dead_code_threshold = dead_code_threshold
         self.joint_loss_weight = joint_loss_weight
         self.velocity_loss_weight = velocity_loss_weight
+        self.root_loss_weight = root_loss_weight
         super().__init__(**kwargs)
 
     @property
@@ -451,6 +456,10 @@ class MotionVQVAE(PreTrainedModel):
         if self.config.joint_loss_weight:
             recon_loss = recon_loss + self.config.joint_loss_weight * self._masked_smooth_l1(
                 reconstruction, features, frame_mask, self._ric
+            )
+        if self.config.root_loss_weight:
+            recon_loss = recon_loss + self.config.root_loss_weight * self._masked_smooth_l1(
+                reconstruction, features, frame_mask, slice(0, 4)
             )
         if self.config.velocity_loss_weight:
             recon_loss = recon_loss + self.config.velocity_loss_weight * self._masked_smooth_l1(

@@ -20,7 +20,7 @@ from pathlib import Path
 RECIPES = Path(__file__).resolve().parent
 # Sized so the whole build takes about twenty minutes on 2 CPU cores.
 FULL = {"num_clips": 2000, "vqvae_steps": 2000, "gpt_steps": 2500, "batch": 32, "vqvae_lr": "3e-4", "gpt_lr": "5e-4",
-        "vqvae": ["--width", "128", "--code_dim", "128", "--codebook_size", "256"],
+        "vqvae": ["--width", "128", "--code_dim", "128", "--codebook_size", "256", "--root_loss_weight", "2.0"],
         "gpt": ["--hidden_size", "192", "--num_hidden_layers", "3", "--num_attention_heads", "4",
                 "--intermediate_size", "768"]}  # fmt: skip
 TINY = {"num_clips": 40, "vqvae_steps": 3, "gpt_steps": 3, "batch": 8, "vqvae_lr": "3e-4", "gpt_lr": "5e-4",

@@ -20,6 +20,7 @@ class VQVAEScriptArguments:
     code_dim: int = field(default=256, metadata={"help": "Width of a code embedding."})
     commitment_weight: float = field(default=0.02, metadata={"help": "Weight of the commitment loss."})
     joint_loss_weight: float = field(default=0.5, metadata={"help": "Extra reconstruction weight on joint positions."})
+    root_loss_weight: float = field(default=1.0, metadata={"help": "Extra reconstruction weight on the root channels."})
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> str:
 
     config = MotionVQVAEConfig(width=script_args.width, depth=script_args.depth, codebook_size=script_args.codebook_size,
                                code_dim=script_args.code_dim, commitment_weight=script_args.commitment_weight,
-                               joint_loss_weight=script_args.joint_loss_weight)  # fmt: skip
+                               joint_loss_weight=script_args.joint_loss_weight,
+                               root_loss_weight=script_args.root_loss_weight)  # fmt: skip
     model = MotionVQVAE(config)
     normalizer = load_normalizer(script_args.data_dir)
     model.set_normalizer(normalizer.mean, normalizer.std)

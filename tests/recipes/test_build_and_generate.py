@@ -59,8 +59,12 @@ def test_generate_cli(tiny_bundle, tmp_path):
     (broken / "vqvae").mkdir()
     (broken / "gpt" / "config.json").write_text((tiny_bundle / "gpt" / "config.json").read_text())
     (broken / "gpt" / "model.safetensors").write_bytes((tiny_bundle / "gpt" / "model.safetensors").read_bytes()[:100])
+    truncated = _run("generate.py", "--model", broken, "--text", "a person runs", "--out", tmp_path / "x.gif")
+    assert truncated.returncode == 2 and "truncated or corrupt" in truncated.stderr and "gpt" in truncated.stderr
+    (broken / "gpt" / "model.safetensors").write_bytes((tiny_bundle / "gpt" / "model.safetensors").read_bytes())
+    (broken / "vqvae" / "config.json").write_text((tiny_bundle / "vqvae" / "config.json").read_text())
     missing = _run("generate.py", "--model", broken, "--text", "a person runs", "--out", tmp_path / "x.gif")
-    assert missing.returncode != 0 and "model.safetensors" in (missing.stderr + missing.stdout)
+    assert missing.returncode == 2 and "vqvae" in missing.stderr and "model.safetensors" in missing.stderr
 
 
 @pytest.mark.skipif(not (DEFAULT / "gpt").is_dir(), reason="the default bundle is not built")
