@@ -6,3 +6,5 @@ from agents.motion_gpt import MotionGPTConfig, MotionGPTForCausalLM, MotionGPTMo
 
 AutoConfig.register("motion_gpt", MotionGPTConfig)
 AutoModelForCausalLM.register(MotionGPTConfig, MotionGPTForCausalLM)
+
+__all__ = ["MotionGPTConfig", "MotionGPTForCausalLM", "MotionGPTModel", "MotionKVCache"]

@@ -17,7 +17,7 @@ from motion_env.procedural.base import (
     settle,
     stand_legs,
 )
-from motion_env.procedural.body import AIRBORNE, AUTO, LEFT_STANCE, RIGHT_STANCE, Body
+from motion_env.procedural.body import AIRBORNE, LEFT_STANCE, RIGHT_STANCE, Body
 from motion_env.procedural.captions import number, times
 from motion_env.procedural.timing import envelope, keyframes, minimum_jerk
 from motion_env.skeleton import FPS, REST_OFFSETS, rest_joints
@@ -301,10 +301,10 @@ class Turn(Primitive):
     def phrases(self, p):
         d, a = p["direction"], p["angle"]
         if a == 180:
-            return [f"turns around to the {d}", f"turns around", f"turns to face the other way",
+            return [f"turns around to the {d}", "turns around", "turns to face the other way",
                     f"turns back over the {d} shoulder"]  # fmt: skip
         if a == 360:
-            return [f"turns a full circle to the {d}", f"spins around to the {d}", f"turns all the way around",
+            return [f"turns a full circle to the {d}", f"spins around to the {d}", "turns all the way around",
                     f"does a full turn to the {d}"]  # fmt: skip
         return [f"turns to the {d}", f"turns {d}", f"turns ninety degrees to the {d}", f"faces to the {d}"]
 
@@ -328,7 +328,7 @@ class StepSideways(Primitive):
         period = 0.9 * style.tempo
         # Pelvis-relative ankle x offsets: the lead foot reaches out while the trailing foot carries
         # the body, then the trailing foot closes while the lead foot carries it.
-        keys_t, lead_x, trail_x, lead_up, trail_up, stance = [0.0], [0.0], [0.0], [0.0], [0.0], []
+        keys_t, lead_x, trail_x = [0.0], [0.0], [0.0]
         for i in range(p["count"]):
             t0 = 0.25 * style.tempo + i * period
             keys_t += [t0 + period * 0.45, t0 + period]

@@ -12,7 +12,7 @@ import numpy as np
 from motion_env.procedural.base import ANKLE_REST, SIDES, Primitive, blend, hang_arms, rest_wrist, settle, stand_legs
 from motion_env.procedural.body import LEFT_STANCE, RIGHT_STANCE
 from motion_env.procedural.captions import number, times
-from motion_env.procedural.timing import envelope, keyframes
+from motion_env.procedural.timing import keyframes
 
 
 def _feet(style, drop, back=None):
