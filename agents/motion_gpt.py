@@ -274,7 +274,16 @@ class MotionGPTModel(MotionGPTPreTrainedModel):
         x = self.drop(x + self.wpe.weight[past_length : past_length + x.shape[1]])  # (B, T, C)
         for block in self.h:
             x = block(x, cache=cache)
-        return BaseModelOutputWithPast(last_hidden_state=self.ln_f(x), cache=cache if use_cache else None)
+        return BaseModelOutputWithPast(last_hidden_state=self.ln_f(x), **{_CACHE_FIELD: cache if use_cache else None})
+
+
+# transformers renamed the outputs' cache field from ``past_key_values`` to ``cache`` in 5.x;
+# build and read outputs under whichever name the installed version uses.
+_CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _output_cache(outputs):
+    return getattr(outputs, _CACHE_FIELD)
 
 
 def _cache_alias(cache, past_key_values):
@@ -360,8 +369,8 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
             labels = self._mask_labels(labels, logits.shape[:2], attention_mask)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
         if not return_dict:
-            return tuple(x for x in (loss, logits, outputs.cache) if x is not None)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+            return tuple(x for x in (loss, logits, _output_cache(outputs)) if x is not None)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: _output_cache(outputs)})
 
     def _mask_labels(self, labels, logits_shape, attention_mask) -> torch.Tensor:
         """Check labels (B, T) and ignore those after a right-padded row's END position."""
