@@ -52,8 +52,6 @@ class Primitive:
     """
 
     name: str = ""
-    # Whether the primitive moves the body through space (used to keep walks apart when composing).
-    travels: bool = False
 
     def sample(self, rng: np.random.Generator) -> dict:
         raise NotImplementedError
@@ -110,18 +108,7 @@ def hang_arms(body: Body, style: Style, left=None, right=None, left_pole=None, r
         )
 
 
-def ease_between(t: np.ndarray, start: float, end: float, ramp: float) -> np.ndarray:
-    """Weight that rises to 1 after ``start`` and falls back to 0 before ``end`` (min-jerk ramps)."""
-    from motion_env.procedural.timing import envelope
-
-    return envelope(t, start, end, ramp)
-
-
 def blend(weight: np.ndarray, rest: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """Per-frame mix of two targets: ``(T,)`` weight, ``(3,)``/``(T, 3)`` targets."""
     weight = np.asarray(weight)[..., None]
     return rest * (1 - weight) + pose * weight
-
-
-def count_frames(seconds: float) -> int:
-    return int(round(seconds * FPS))

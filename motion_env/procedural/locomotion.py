@@ -11,7 +11,6 @@ from motion_env.procedural.base import (
     Primitive,
     Style,
     blend,
-    elbow_back,
     hang_arms,
     rest_wrist,
     settle,
@@ -165,7 +164,6 @@ def _ballistic(t: np.ndarray, height: np.ndarray, airborne: np.ndarray) -> np.nd
 
 class Walk(Primitive):
     name = "walk"
-    travels = True
 
     def sample(self, rng):
         return {
@@ -202,7 +200,6 @@ class Walk(Primitive):
 
 class Run(Primitive):
     name = "run"
-    travels = True
 
     def sample(self, rng):
         return {"steps": int(rng.integers(4, 9)), "speed": str(rng.choice(["jog", "run", "sprint"]))}
@@ -311,7 +308,6 @@ class Turn(Primitive):
 
 class StepSideways(Primitive):
     name = "step_sideways"
-    travels = True
 
     def sample(self, rng):
         return {"side": str(rng.choice(["left", "right"])), "count": int(rng.integers(1, 5))}
@@ -368,7 +364,6 @@ class StepSideways(Primitive):
 
 class Jump(Primitive):
     name = "jump"
-    travels = True
 
     def sample(self, rng):
         return {"count": int(rng.integers(1, 5)), "mode": str(rng.choice(["up", "up", "forward"])),
@@ -468,4 +463,3 @@ class Hop(Primitive):
 
 
 PRIMITIVES = [Walk(), Run(), JogInPlace(), KneeRaise(), Turn(), StepSideways(), Jump(), Hop()]
-del elbow_back  # imported for gestures' symmetry; not used here
