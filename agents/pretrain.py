@@ -24,19 +24,28 @@ class CodeCaption:
 
 @torch.no_grad()
 def tokenize_rows(vqvae, rows, batch_size: int = 64) -> list[torch.Tensor]:
-    """Codes ``(N_i,)`` of each dataset row's motion (rows of ``motion_env.datasets`` loaders)."""
+    """Codes ``(N_i,)`` of each dataset row's motion (rows of ``motion_env.datasets`` loaders).
+
+    Captions of one motion share its row ``id``, so each distinct motion is tokenised once.
+    """
     vqvae.eval()
-    out = []
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        motions = [np.array(m, dtype=np.float32) for m in batch["motion"]]
+    ids = list(rows["id"])
+    first = {}  # id -> index of the first row holding that motion
+    for i, row_id in enumerate(ids):
+        first.setdefault(row_id, i)
+    unique = list(first.values())
+    codes_of = {}
+    for start in range(0, len(unique), batch_size):
+        chunk = unique[start : start + batch_size]
+        motions = [np.array(rows[i]["motion"], dtype=np.float32) for i in chunk]
         lengths = torch.tensor([len(m) for m in motions])
         padded = torch.zeros(len(motions), int(lengths.max()), motions[0].shape[-1])
-        for i, motion in enumerate(motions):
-            padded[i, : len(motion)] = torch.from_numpy(motion)
+        for j, motion in enumerate(motions):
+            padded[j, : len(motion)] = torch.from_numpy(motion)
         codes, code_lengths = vqvae.encode(vqvae.normalize(padded), lengths)  # (B, N), (B,)
-        out.extend(codes[i, : code_lengths[i]].clone() for i in range(len(motions)))
-    return out
+        for j, i in enumerate(chunk):
+            codes_of[ids[i]] = codes[j, : code_lengths[j]].clone()
+    return [codes_of[row_id] for row_id in ids]
 
 
 def build_pairs(rows, codes: list[torch.Tensor], text_encoder, batch_size: int = 256) -> list[CodeCaption]:

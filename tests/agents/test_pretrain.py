@@ -37,20 +37,23 @@ def test_corruption_rate_follows_keep_prob():
     assert torch.equal(again["input_ids"], noisy["input_ids"])
 
 
-def test_tokenize_rows_gives_a_code_per_four_frames():
+def test_tokenize_rows_gives_a_code_per_four_frames_once_per_motion():
     model = MotionVQVAE(MotionVQVAEConfig(width=16, depth=1, codebook_size=8, code_dim=8)).eval()
-    rows = {"motion": [np.random.default_rng(i).normal(size=(n, 263)).astype(np.float32) for i, n in enumerate([40, 52, 64])]}
+    motions = [np.random.default_rng(i).normal(size=(n, 263)).astype(np.float32) for i, n in enumerate([40, 52, 64])]
+    # Four caption rows over three motions: rows 0 and 3 are two captions of one motion.
+    rows = [{"id": f"m{i}", "motion": motions[i]} for i in (0, 1, 2, 0)]
 
-    class Rows(dict):
-        def __len__(self):
-            return 3
-
+    class Rows(list):
         def __getitem__(self, key):
-            if isinstance(key, slice):
-                return {"motion": rows["motion"][key]}
-            return super().__getitem__(key)
+            return [r[key] for r in self] if isinstance(key, str) else list.__getitem__(self, key)
 
+    calls = []
+    encode = model.encode
+    model.encode = lambda x, lengths: calls.append(len(x)) or encode(x, lengths)
     codes = tokenize_rows(model, Rows(rows), batch_size=2)
-    assert [len(c) for c in codes] == [10, 13, 16]
-    alone = tokenize_rows(model, Rows({"motion": rows["motion"]}), batch_size=1)
-    assert all(torch.equal(a, b) for a, b in zip(codes, alone))  # batching does not change codes
+    assert [len(c) for c in codes] == [10, 13, 16, 10]
+    assert sum(calls) == 3  # the shared motion is tokenised once
+    assert torch.equal(codes[0], codes[3])
+    model.encode = encode
+    alone = tokenize_rows(model, Rows(rows[1:2]), batch_size=1)
+    assert torch.equal(alone[0], codes[1])  # batching does not change a row's codes
