@@ -208,6 +208,18 @@ def generate_dataset(out: str | os.PathLike, num_clips: int, seed: int = 0, *, w
     return out
 
 
+def ensure_dataset(out: str | os.PathLike, num_clips: int = 2000, seed: int = 0, *, progress: bool = True) -> Path:
+    """The dataset at ``out``, generated first when ``out`` holds none (what recipes start from).
+
+    An existing dataset is used as it is, whatever its size or seed; its ``meta.json`` says which.
+    """
+    out = Path(out)
+    if not (out / "train.txt").is_file():
+        print(f"building the embedded default dataset in {out} ({num_clips} clips, seed {seed})", flush=True)
+        generate_dataset(out, num_clips, seed, overwrite=out.exists(), progress=progress)
+    return out
+
+
 def _write_summary(root: Path, results: list[dict], seed: int) -> None:
     for split in ("train", "val", "test"):
         ids = [r["id"] for r in results if r["split"] == split]
