@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from motion_env.rotations import quat_between, quat_mul, quat_rotate, quat_to_matrix, matrix_to_quat
+from motion_env.rotations import matrix_to_quat, quat_between, quat_mul, quat_rotate, quat_to_matrix
 from motion_env.skeleton import NUM_SMPL_JOINTS, PARENTS, REST_OFFSETS
 
 X_AXIS, Y_AXIS, Z_AXIS = np.eye(3)
