@@ -193,7 +193,9 @@ def generate_dataset(out: str | os.PathLike, num_clips: int, seed: int = 0, *, w
     try:
         jobs = [(plan, staging) for plan in plans]
         if workers > 1:
-            with mp.get_context("fork").Pool(workers) as pool:
+            # A fresh server process forks the workers: forking this process once torch's OpenMP
+            # threads have run can deadlock them.
+            with mp.get_context("forkserver").Pool(workers) as pool:
                 results = list(tqdm(pool.imap(_work, jobs, chunksize=8), total=num_clips, desc="clips",
                                     disable=not progress))  # fmt: skip
         else:
