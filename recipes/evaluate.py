@@ -42,6 +42,7 @@ def parse_args(argv):
     parser.add_argument("--diversity_pairs", type=int, default=300)
     parser.add_argument("--mm_num_texts", type=int, default=100)
     parser.add_argument("--mm_num_samples", type=int, default=30)
+    parser.add_argument("--mm_num_pairs", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="outputs/evaluation.json", help="where to write the results as JSON")
@@ -51,7 +52,15 @@ def parse_args(argv):
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parse_args(argv)
-    for flag in ("repetitions", "mm_repetitions", "batch_size", "diversity_pairs", "mm_num_texts", "mm_num_samples"):
+    for flag in (
+        "repetitions",
+        "mm_repetitions",
+        "batch_size",
+        "diversity_pairs",
+        "mm_num_texts",
+        "mm_num_samples",
+        "mm_num_pairs",
+    ):
         if getattr(args, flag) < 1:
             print(f"error: --{flag} must be >= 1, got {getattr(args, flag)}", file=sys.stderr)
             return 2
@@ -77,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     generators = {name: TextToMotionPipeline.from_pretrained(model) for name, model in zip(names, models)}
     settings = EvaluationSettings(repetitions=args.repetitions, mm_repetitions=args.mm_repetitions,
                                   mm_num_texts=args.mm_num_texts, mm_num_samples=args.mm_num_samples,
+                                  mm_num_pairs=args.mm_num_pairs,
                                   diversity_pairs=args.diversity_pairs, batch_size=args.batch_size,
                                   temperature=args.temperature, seed=args.seed)  # fmt: skip
     result = evaluate(generators, judge, TestSet(data, args.split), settings)

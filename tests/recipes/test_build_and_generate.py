@@ -40,6 +40,34 @@ def test_tiny_build_writes_fp16_models_and_a_record(tiny_bundle):
             assert str(f.get_tensor(name).dtype) == "torch.float16"
 
 
+def test_tiny_build_writes_a_calibrated_scorer_and_an_evaluator(tiny_bundle):
+    from reward_models import load_evaluator
+    from reward_models.rewards import RewardScorer
+
+    scorer = RewardScorer.from_pretrained(tiny_bundle / "rewards")
+    assert set(scorer.encoders) == {"guo", "tmr"} and scorer.normalizer is not None and scorer.bank
+    low, high = scorer.normalizer.low, scorer.normalizer.high
+    assert all(h > lo for lo, h in zip(low, high))
+    record = json.loads((tiny_bundle / "record.json").read_text())
+    assert {"critic", "guo", "tmr", "evaluator", "scorer_calibration"} <= set(record["metrics"]["rewards"])
+    assert load_evaluator(tiny_bundle / "evaluator").config.model_type == "guo_text_motion"
+    assert not list(tiny_bundle.glob("rewards/**/training_args.bin"))  # nothing pickled ships
+
+
+def test_evaluate_cli(tiny_bundle, tmp_path):
+    result = _run("evaluate.py", "--model", tiny_bundle, "--name", "tiny", "--evaluator", tiny_bundle / "evaluator",
+                  "--rewards", tiny_bundle / "rewards", "--data_dir", tiny_bundle / "work" / "data",
+                  "--repetitions", "2", "--mm_repetitions", "1", "--batch_size", "4", "--diversity_pairs", "4",
+                  "--mm_num_texts", "4", "--mm_num_samples", "3", "--mm_num_pairs", "2",
+                  "--out", tmp_path / "eval.json")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "eval.json").read_text())["rows"]
+    assert set(rows) == {"Real motion", "tiny"}
+    assert 0 <= rows["tiny"]["top1"][0] <= rows["tiny"]["top3"][0] <= 1 and rows["tiny"]["fid"][0] >= 0
+    assert "multimodality" in rows["tiny"] and "perception" in rows["Real motion"]
+    assert "Real motion" in result.stdout and "R-prec" in result.stdout
+
+
 def test_generate_cli(tiny_bundle, tmp_path):
     result = _run("generate.py", "--model", tiny_bundle, "--text", "a person waves with the left hand",
                   "--out", tmp_path / "wave.gif", "--num-samples", "2", "--reward-token", "perception")  # fmt: skip
