@@ -103,11 +103,16 @@ class TextToMotionVectorEnv(VectorEnv):
         self._ended[rows] = False
 
     def _infos(self, rows: np.ndarray, extra: dict[int, dict]) -> dict:
-        infos = {}
-        for i in rows:
-            info = {"prompt": self.batch.prompts[i], "prompt_id": int(self.batch.prompt_ids[i]),
-                    "num_codes": int(self.batch.num_codes[i]), **extra.get(int(i), {})}  # fmt: skip
-            infos = self._add_info(infos, info, int(i))
+        """Gymnasium's vector info layout (a value array and a ``_key`` mask per key), built as arrays."""
+        present = np.zeros(self.num_envs, dtype=bool)
+        present[rows] = True
+        prompts = np.full(self.num_envs, None, dtype=object)
+        prompts[rows] = [self.batch.prompts[i] for i in rows]
+        infos = {"prompt": prompts, "_prompt": present,
+                 "prompt_id": np.where(present, self.batch.prompt_ids, 0), "_prompt_id": present,
+                 "num_codes": np.where(present, self.batch.num_codes, 0), "_num_codes": present}  # fmt: skip
+        for i, info in extra.items():  # only the envs whose episode ended this step
+            infos = self._add_info(infos, info, i)
         return infos
 
     def step(self, actions):
