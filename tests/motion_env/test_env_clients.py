@@ -40,3 +40,14 @@ def test_mo_gymnasium_linear_reward_is_the_weighted_vector(parts):
     reward, terminated, _, info = rewards[-1]
     assert terminated and reward == pytest.approx(float(info["reward_vector"] @ weights), abs=1e-6)
     np.testing.assert_allclose(info["vector_reward"], info["reward_vector"])
+
+
+def test_torchrl_gym_env_passes_its_spec_check_and_collects_frames(parts):
+    from torchrl.envs import GymEnv
+    from torchrl.envs.utils import check_env_specs
+
+    env = GymEnv("MotionRL/TextToMotion-v0", prompts=PROMPTS, parts=parts)
+    check_env_specs(env)
+    rollout = env.rollout(6)
+    assert rollout["next", "tokens"].shape == (len(rollout), 49) and rollout["next", "reward"].shape[-1] == 1
+    assert (rollout["next", "mask"].sum(-1) >= 1).all()
