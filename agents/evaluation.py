@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from motion_env.datasets import UNIT_LENGTH, load_humanml3d
 from motion_env.features import features_to_joints
 from reward_models import metrics
-from reward_models.calibrate import batches, pad_motions
+from reward_models.calibrate import batches
+from reward_models.encoders import pad_arrays
 
 REAL_ROW = "Real motion"
 
@@ -108,16 +109,13 @@ class MotionJudge:
         return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def _set_metrics(text_emb, motion_emb, real_stats, per_motion, settings, rng) -> dict[str, float]:
-    top = metrics.r_precision(text_emb, motion_emb, batch_size=settings.batch_size, top_k=3, generator=rng)
-    values = {"top1": top[0], "top2": top[1], "top3": top[2],
-              "fid": metrics.frechet_distance(*real_stats, *metrics.activation_statistics(motion_emb)),
-              "mm_dist": metrics.mm_dist(text_emb, motion_emb),
-              "diversity": metrics.diversity(motion_emb, num_pairs=settings.diversity_pairs, generator=rng),
-              "foot_skating": float(per_motion["foot_skating"].mean()), "jerk": float(per_motion["jerk"].mean())}  # fmt: skip
-    if "perception" in per_motion:
-        values["perception"] = float(per_motion["perception"].mean())
-    return {k: float(v) for k, v in values.items()}
+def _set_metrics(text_emb, motion_emb, real_emb, per_motion, settings, rng) -> dict[str, float]:
+    values = metrics.evaluate_embeddings(text_emb, motion_emb, real_emb, generator=rng,
+                                         batch_size=settings.batch_size, diversity_pairs=settings.diversity_pairs)  # fmt: skip
+    for key in ("foot_skating", "jerk", "perception"):
+        if key in per_motion:
+            values[key] = float(per_motion[key].mean())
+    return values
 
 
 def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
@@ -127,24 +125,24 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
     Returns ``{"rows": {name: {metric: (mean, ci95)}}, "settings": {...}, "num_clips": N}``.
     """
     settings = settings or EvaluationSettings()
-    full_features, full_lengths = pad_motions(test_set.motions)
-    real_stats = metrics.activation_statistics(judge.motions(full_features, full_lengths)["embedding"])
+    full_features, full_lengths = pad_arrays(test_set.motions)
+    real_emb = judge.motions(full_features, full_lengths, embeddings_only=True)["embedding"]  # FID's reference set
     per_rep = defaultdict(lambda: defaultdict(list))
     bar = tqdm(total=settings.repetitions * (1 + len(generators)), desc="evaluating", disable=not progress)
     for rep in range(settings.repetitions):
         rng = np.random.default_rng([settings.seed, rep])
         captions, crops = test_set.draw(rng)
         text_emb = judge.texts(captions)
-        features, lengths = pad_motions(crops)
+        features, lengths = pad_arrays(crops)
         real = judge.motions(features, lengths)
-        for key, value in _set_metrics(text_emb, real["embedding"], real_stats, real, settings, rng).items():
+        for key, value in _set_metrics(text_emb, real["embedding"], real_emb, real, settings, rng).items():
             per_rep[REAL_ROW][key].append(value)
         bar.update()
         for name, pipeline in generators.items():
             sample = pipeline(captions, temperature=settings.temperature, seed=settings.seed * 1000 + rep)
             generated = judge.motions(sample.features, sample.lengths)
             for key, value in _set_metrics(
-                text_emb, generated["embedding"], real_stats, generated, settings, rng
+                text_emb, generated["embedding"], real_emb, generated, settings, rng
             ).items():
                 per_rep[name][key].append(value)
             bar.update()

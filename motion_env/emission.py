@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REWARD_TOKENS = ("<mm>", "<mt>", "<perception>")
-# Which reward column (reward_models.rewards.REWARD_NAMES order) each token asks for (Appendix B).
-TOKEN_COLUMN = {"<mt>": 0, "<mm>": 1, "<perception>": 2}
+from reward_models.rewards import REWARD_NAMES
+from reward_models.rewards import REWARD_TOKENS as REWARD_TOKEN_OF
+
+# Which reward column each reward-specific token asks for (Appendix B).
+TOKEN_COLUMN = {REWARD_TOKEN_OF[name]: k for k, name in enumerate(REWARD_NAMES)}
+REWARD_TOKENS = tuple(REWARD_TOKEN_OF.values())
 DEFAULT_MAX_CODES = 49  # 196 frames, HumanML3D's longest kept clip
 SCALARIZATIONS = ("token", "weighted")
 EMPTY_MOTION_REWARD = -1.0
@@ -43,7 +46,9 @@ class PromptSet:
             texts = list(source["caption"])
             motions = list(source["motion"]) if "motion" in source.column_names else [None] * len(texts)
         else:
-            raise TypeError(f"prompts must be a datasets.Dataset, a list of strings or a path, got {type(source).__name__}")
+            raise TypeError(
+                f"prompts must be a datasets.Dataset, a list of strings or a path, got {type(source).__name__}"
+            )
         if not texts:
             raise ValueError("the prompt set is empty; give at least one prompt")
         for i, text in enumerate(texts):
@@ -145,6 +150,7 @@ class EmissionBatch:
         self.ground_truth: list[np.ndarray | None] = [None] * n
         self.reward_tokens: list[str | None] = [None] * n
         self.prompt_ids = np.full(n, -1, dtype=np.int64)
+        self._fitting_prompts: set[str] = set()
 
     def begin(self, rows: Sequence[int], prompts: PromptSet, prompt_ids: Sequence[int],
               reward_tokens: Sequence[str | None]) -> None:  # fmt: skip
@@ -166,12 +172,15 @@ class EmissionBatch:
             return
         budget = limit - tokenizer.num_special_tokens_to_add() - 8  # room for a reward-token suffix
         for text in texts:
+            if text in self._fitting_prompts:  # each prompt is tokenised once, not at every reset
+                continue
             count = len(tokenizer(text, add_special_tokens=False)["input_ids"])
             if count > budget:
                 raise ValueError(
                     f"prompt {text[:60]!r}... has {count} text tokens; the text encoder reads at most {budget} "
                     f"with a reward token ({limit} in all)"
                 )
+            self._fitting_prompts.add(text)
 
     def observation(self, rows: Sequence[int] | slice = slice(None)) -> dict[str, np.ndarray]:
         return {
@@ -220,9 +229,8 @@ class EmissionBatch:
         return out
 
     def components(self, scored: Scored, i: int) -> dict[str, dict[str, float]]:
-        names = ("text_adherence", "motion_quality", "perception")
         return {name: {"raw": float(scored.raw[i, k]), "normalized": float(scored.vector[i, k])}
-                for k, name in enumerate(names)}  # fmt: skip
+                for k, name in enumerate(REWARD_NAMES)}  # fmt: skip
 
 
 def default_parts(bundle: str | Path | None = None, device: str | torch.device = "cpu"):

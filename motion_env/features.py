@@ -281,6 +281,30 @@ class Normalizer:
         return features * (std + self.eps) + mean
 
 
+class FeatureStatsMixin:
+    """``set_normalizer`` / ``normalize`` / ``denormalize`` for a model that keeps the dataset's
+    feature Mean/Std in ``feature_mean`` / ``feature_std`` buffers (width ``config.feature_dim``)."""
+
+    def set_normalizer(self, mean, std) -> None:
+        """Store the dataset's feature mean/std (arrays or tensors of shape (D,)) in the model."""
+        normalizer = Normalizer(
+            mean.detach().cpu().numpy() if isinstance(mean, torch.Tensor) else mean,
+            std.detach().cpu().numpy() if isinstance(std, torch.Tensor) else std,
+        )  # validates finiteness and positivity
+        if normalizer.mean.shape != (self.config.feature_dim,):
+            raise ValueError(f"mean/std must have shape ({self.config.feature_dim},), got {normalizer.mean.shape}")
+        self.feature_mean.copy_(torch.from_numpy(normalizer.mean))
+        self.feature_std.copy_(torch.from_numpy(normalizer.std))
+
+    def normalize(self, features: torch.Tensor) -> torch.Tensor:
+        """Raw features (..., D) -> z-scored with the stored mean/std."""
+        return (features - self.feature_mean) / self.feature_std
+
+    def denormalize(self, features: torch.Tensor) -> torch.Tensor:
+        """Normalised features (..., D) -> raw."""
+        return features * self.feature_std + self.feature_mean
+
+
 def compute_mean_std(features: list[np.ndarray], num_joints: int = NUM_JOINTS) -> tuple[np.ndarray, np.ndarray]:
     """Dataset statistics as HumanML3D computes them (see :func:`mean_std_from_moments`)."""
     data = np.concatenate(features, axis=0).astype(np.float64)

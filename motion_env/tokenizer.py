@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from motion_env.features import FEATURE_DIM, Normalizer
+from motion_env.features import FEATURE_DIM, FeatureStatsMixin
 
 
 class MotionVQVAEConfig(PretrainedConfig):
@@ -295,7 +295,7 @@ class EMACodebook(nn.Module):
         return quantized, codes, commit_loss, perplexity, code_usage
 
 
-class MotionVQVAE(PreTrainedModel):
+class MotionVQVAE(FeatureStatsMixin, PreTrainedModel):
     """T2M-GPT's motion VQ-VAE: normalised features (B, T, D) <-> codes (B, T / 4).
 
     ``forward`` trains it (reconstruction + commitment loss, EMA codebook updates in training
@@ -337,27 +337,6 @@ class MotionVQVAE(PreTrainedModel):
     def codebook(self) -> torch.Tensor:
         """The code embeddings, (K, code_dim)."""
         return self.quantizer.embeddings
-
-
-    def set_normalizer(self, mean, std) -> None:
-        """Store the dataset's feature mean/std (arrays or tensors of shape (D,)) in the model."""
-        normalizer = Normalizer(
-            mean.detach().cpu().numpy() if isinstance(mean, torch.Tensor) else mean,
-            std.detach().cpu().numpy() if isinstance(std, torch.Tensor) else std,
-        )  # validates finiteness and positivity
-        if normalizer.mean.shape != (self.config.feature_dim,):
-            raise ValueError(f"mean/std must have shape ({self.config.feature_dim},), got {normalizer.mean.shape}")
-        self.feature_mean.copy_(torch.from_numpy(normalizer.mean))
-        self.feature_std.copy_(torch.from_numpy(normalizer.std))
-
-    def normalize(self, features: torch.Tensor) -> torch.Tensor:
-        """Raw features (..., D) -> normalised, with the stored mean/std."""
-        return (features - self.feature_mean) / self.feature_std
-
-    def denormalize(self, features: torch.Tensor) -> torch.Tensor:
-        """Normalised features (..., D) -> raw."""
-        return features * self.feature_std + self.feature_mean
-
 
     def _check_features(self, features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """Validate (B, T, D) features; return frame lengths cropped to whole codes, (B,)."""
@@ -427,7 +406,6 @@ class MotionVQVAE(PreTrainedModel):
         if codes.numel() and (codes.min() < 0 or codes.max() >= K):
             raise ValueError(f"codes must be in [0, {K}), got min {int(codes.min())} max {int(codes.max())}")
         return self.decode_embeddings(self.codebook[codes], code_lengths)  # (B, N, C) -> (B, T, D)
-
 
     @staticmethod
     def _masked_smooth_l1(reconstruction, features, frame_mask, part: slice) -> torch.Tensor:

@@ -24,7 +24,9 @@ def parse_args(argv):
     for name, what in (("guo", "Guo-style encoder"), ("tmr", "TMR-style encoder"),
                        ("converter", "joints→SMPL converter"), ("critic", "perception critic")):  # fmt: skip
         parser.add_argument(f"--{name}", required=True, help=f"{what} directory")
-    parser.add_argument("--generator", required=True, help="bundle with gpt/ and vqvae/: the base model to calibrate on")
+    parser.add_argument(
+        "--generator", required=True, help="bundle with gpt/ and vqvae/: the base model to calibrate on"
+    )
     parser.add_argument("--data_dir", default="data/procedural")
     parser.add_argument("--out", required=True, help="scorer directory to write")
     parser.add_argument("--bank_size", type=int, default=1024, help="training captions in the reference bank")
@@ -41,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from agents.pipeline import TextToMotionPipeline
     from motion_env.datasets import load_humanml3d
-    from reward_models.calibrate import embed_pairs, family_weights, fit_normalizer, reference_bank, score_in_batches
+    from reward_models.calibrate import family_weights, fit_normalizer, reference_bank, score_in_batches
     from reward_models.critic import MotionCritic
-    from reward_models.encoders import load_encoder
+    from reward_models.encoders import load_encoder, pad_arrays
+    from reward_models.metrics import embed_pairs
     from reward_models.rewards import REWARD_NAMES, RewardScorer
     from reward_models.smpl import JointsToSMPL
 
@@ -57,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = train.select(rng.permutation(len(train))[: args.bank_size])
     motions, captions = [np.asarray(m) for m in rows["motion"]], list(rows["caption"])
-    pairs = {family: embed_pairs(encoder, motions, captions) for family, encoder in encoders.items()}
+    features, lengths = pad_arrays(motions)
+    pairs = {family: tuple(torch.from_numpy(e).float() for e in embed_pairs(encoder, captions, features, lengths, batch_size=64))
+             for family, encoder in encoders.items()}  # fmt: skip
     scorer = RewardScorer(encoders, converter, critic, family_weights(pairs), bank=reference_bank(pairs))
 
     rows = train.select(rng.permutation(len(train))[: args.calibration_prompts])

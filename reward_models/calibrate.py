@@ -4,36 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from reward_models.encoders import pad_arrays
 from reward_models.normalize import DEFAULT_PERCENTILES, RewardNormalizer
 
 
 def batches(num: int, batch_size: int):
     for start in range(0, num, batch_size):
         yield slice(start, min(start + batch_size, num))
-
-
-def pad_motions(motions: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw ``(T_i, 263)`` motions → ``(B, T_max, 263)`` zero-padded float tensor and ``(B,)`` lengths."""
-    lengths = torch.tensor([len(m) for m in motions])
-    out = torch.zeros((len(motions), int(lengths.max()), motions[0].shape[-1]))
-    for i, motion in enumerate(motions):
-        out[i, : len(motion)] = torch.as_tensor(np.asarray(motion), dtype=torch.float32)
-    return out, lengths
-
-
-@torch.no_grad()
-def embed_pairs(encoder, motions: Sequence[np.ndarray], captions: Sequence[str], batch_size: int = 64):
-    """``(N, D)`` text and ``(N, D)`` motion embeddings of matched caption/motion pairs."""
-    texts, moves = [], []
-    for part in batches(len(motions), batch_size):
-        features, lengths = pad_motions(motions[part])
-        moves.append(encoder.embed_motions(features, lengths).float().cpu())
-        texts.append(encoder.embed_texts(list(captions[part])).float().cpu())
-    return torch.cat(texts), torch.cat(moves)
 
 
 def family_weights(pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
@@ -67,7 +47,7 @@ def score_in_batches(scorer, motions, prompts, ground_truth=None, batch_size: in
     """Raw ``(N, 3)`` rewards of lists of raw motions, in batches, with a progress bar."""
     out = []
     for part in tqdm(list(batches(len(motions), batch_size)), desc=desc, leave=False):
-        features, lengths = pad_motions(motions[part])
+        features, lengths = pad_arrays(motions[part])
         gt = None if ground_truth is None else list(ground_truth[part])
         out.append(scorer.raw_rewards(features, lengths, list(prompts[part]), gt).cpu())
     return torch.cat(out)

@@ -31,7 +31,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from motion_env.features import Normalizer
+from motion_env.features import FeatureStatsMixin
 
 TEXT_CACHE_SIZE = 10_000  # distinct strings whose text embedding an encoder in eval mode keeps
 
@@ -101,7 +101,7 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     return list(texts)
 
 
-class TextMotionEncoder(PreTrainedModel):
+class TextMotionEncoder(FeatureStatsMixin, PreTrainedModel):
     """What the reward scorer and the metrics call; :class:`GuoEncoder` and :class:`TMREncoder` fill it in.
 
     Subclasses implement the text path as three steps (so a recipe can compute the expensive
@@ -137,23 +137,6 @@ class TextMotionEncoder(PreTrainedModel):
         elif isinstance(module, TextMotionEncoder):
             nn.init.zeros_(module.feature_mean)
             nn.init.ones_(module.feature_std)
-
-    # -- normalisation -------------------------------------------------------------------------------------------
-
-    def set_normalizer(self, mean, std) -> None:
-        """Store the dataset's feature mean/std (arrays or tensors of shape (D,)) in the model."""
-        normalizer = Normalizer(
-            mean.detach().cpu().numpy() if isinstance(mean, torch.Tensor) else mean,
-            std.detach().cpu().numpy() if isinstance(std, torch.Tensor) else std,
-        )  # validates finiteness and positivity
-        if normalizer.mean.shape != (self.config.feature_dim,):
-            raise ValueError(f"mean/std must have shape ({self.config.feature_dim},), got {normalizer.mean.shape}")
-        self.feature_mean.copy_(torch.from_numpy(normalizer.mean))
-        self.feature_std.copy_(torch.from_numpy(normalizer.std))
-
-    def normalize(self, features: torch.Tensor) -> torch.Tensor:
-        """Raw features (..., D) -> z-scored with the stored mean/std."""
-        return (features - self.feature_mean) / self.feature_std
 
     # -- input checks --------------------------------------------------------------------------------------------
 

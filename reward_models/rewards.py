@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from motion_env.export import atomic_path
 from motion_env.features import FEATURE_DIM, features_to_joints
+from reward_models.encoders import pad_arrays
 from reward_models.normalize import RewardNormalizer
 
 REWARD_NAMES = ("text_adherence", "motion_quality", "perception")
@@ -80,14 +81,6 @@ def check_motions(features: torch.Tensor, lengths: torch.Tensor, name: str = "fe
     if not finite.all():
         i = int(torch.nonzero(~finite.all(-1)).flatten()[0])
         raise ValueError(f"{name}[{i}] contains NaN or Inf within its {int(lengths[i])} frames")
-
-
-def _pad(motions: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(m) for m in motions])
-    out = motions[0].new_zeros((len(motions), int(lengths.max()), motions[0].shape[-1]))
-    for i, m in enumerate(motions):
-        out[i, : len(m)] = m
-    return out, lengths
 
 
 class RewardScorer:
@@ -215,7 +208,7 @@ class RewardScorer:
         out = torch.empty_like(text_emb)
         given = [i for i, m in enumerate(references) if m is not None]
         if given:
-            padded, lengths = _pad([references[i] for i in given])
+            padded, lengths = pad_arrays([references[i] for i in given])
             out[given] = encoder.embed_motions(padded.to(out.device), lengths.to(out.device)).float()
         missing = [i for i, m in enumerate(references) if m is None]
         if missing:

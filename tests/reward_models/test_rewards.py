@@ -8,7 +8,7 @@ import torch
 
 from motion_env.features import joints_to_features
 from motion_env.procedural.degrade import degrade
-from reward_models.calibrate import pad_motions
+from reward_models.encoders import pad_arrays
 from reward_models.rewards import REWARD_NAMES, RewardScorer
 
 DEFAULT_REWARDS = Path(__file__).parents[2] / "checkpoints" / "default" / "rewards"
@@ -37,7 +37,7 @@ def clips(tmp_path_factory):
 
 
 def _score(scorer, motions, prompts, ground_truth=None):
-    features, lengths = pad_motions(motions)
+    features, lengths = pad_arrays(motions)
     return scorer(features, lengths, prompts, ground_truth)
 
 
@@ -110,7 +110,7 @@ def test_perception_drops_for_degraded_motion(scorer, clips, artifact):
 
 def test_bad_input_is_named(scorer, clips):
     motion, _, caption = clips[0]
-    features, lengths = pad_motions([motion, motion])
+    features, lengths = pad_arrays([motion, motion])
     bad = features.clone()
     bad[1, 3, 7] = float("nan")
     with pytest.raises(ValueError, match=r"features\[1\] contains NaN"):
@@ -137,3 +137,16 @@ def test_save_and_load_round_trip(scorer, clips, tmp_path):
     motions = [m for m, _, _ in clips[:3]]
     captions = [c for _, _, c in clips[:3]]
     torch.testing.assert_close(_score(again, motions, captions).raw, _score(scorer, motions, captions).raw)
+
+
+def test_reward_tokens_agree_with_the_text_encoders():
+    from agents.text_encoder import REWARD_TOKEN_MEANINGS
+    from reward_models.rewards import REWARD_TOKENS
+
+    meanings = {
+        "text_adherence": "text adherence",
+        "motion_quality": "motion quality",
+        "perception": "human preference",
+    }
+    assert {REWARD_TOKEN_MEANINGS[token] for token in REWARD_TOKENS.values()} == set(meanings.values())
+    assert all(REWARD_TOKEN_MEANINGS[REWARD_TOKENS[name]] == meanings[name] for name in REWARD_NAMES)
