@@ -72,10 +72,7 @@ class TextToMotionPipeline:
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, code_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes (B, N) -> raw features (B, 4N, D) and frame lengths (B,). Rows of 0 codes give 0 frames."""
-        factor = self.tokenizer.config.downsample_factor
-        safe = codes.clamp(max=self.tokenizer.config.codebook_size - 1)  # PAD past the end decodes to garbage
-        features = self.tokenizer.denormalize(self.tokenizer.decode(safe, code_lengths))
-        return features, code_lengths * factor
+        return self.tokenizer.decode_motion(codes, code_lengths)
 
     @torch.no_grad()
     def __call__(self, texts: list[str], *, num_samples: int = 1, reward_token=None, temperature: float = 1.0,

@@ -208,12 +208,10 @@ class EmissionBatch:
         if filled.any():
             keep = rows[filled]
             width = int(self.num_codes[keep].max())
-            codes = torch.from_numpy(self.tokens[keep, :width]).clamp(max=self.end_token - 1)  # PAD decodes to garbage
-            code_lengths = torch.from_numpy(self.num_codes[keep])
             device = next(self.tokenizer.parameters()).device
-            features = self.tokenizer.denormalize(self.tokenizer.decode(codes.to(device), code_lengths.to(device)))
-            lengths = code_lengths * self.tokenizer.config.downsample_factor
-            out = self.scorer(features, lengths.to(features.device), [self.prompts[r] for r in keep],
+            codes = torch.from_numpy(self.tokens[keep, :width]).to(device)
+            features, lengths = self.tokenizer.decode_motion(codes, torch.from_numpy(self.num_codes[keep]).to(device))
+            out = self.scorer(features, lengths, [self.prompts[r] for r in keep],
                               [self.ground_truth[r] for r in keep])  # fmt: skip
             vector[filled] = out.rewards.double().cpu().numpy()
             raw[filled] = out.raw.double().cpu().numpy()

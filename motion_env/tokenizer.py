@@ -407,6 +407,18 @@ class MotionVQVAE(FeatureStatsMixin, PreTrainedModel):
             raise ValueError(f"codes must be in [0, {K}), got min {int(codes.min())} max {int(codes.max())}")
         return self.decode_embeddings(self.codebook[codes], code_lengths)  # (B, N, C) -> (B, T, D)
 
+    @torch.no_grad()
+    def decode_motion(self, codes: torch.Tensor, code_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generated codes -> raw (un-normalised) features (B, 4N, D) and frame lengths (B,).
+
+        Entries past a row's length (PAD, END) are never decoded into its frames; rows of 0 codes
+        give 0 frames.
+        """
+        code_lengths = torch.as_tensor(code_lengths, device=codes.device).long()
+        safe = codes.clamp(0, self.config.codebook_size - 1)  # PAD past the end would index past the codebook
+        features = self.denormalize(self.decode(safe, code_lengths))
+        return features, code_lengths * self.config.downsample_factor
+
     @staticmethod
     def _masked_smooth_l1(reconstruction, features, frame_mask, part: slice) -> torch.Tensor:
         error = F.smooth_l1_loss(reconstruction[..., part], features[..., part], reduction="none")  # (B, T, d)
