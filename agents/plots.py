@@ -1,0 +1,88 @@
+"""Figures of reward vectors: the pairwise projections of samples and their Pareto fronts.
+
+Drawn with matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_NAMES = ("text adherence", "motion quality", "perception")
+
+
+def _as_sets(sets) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if isinstance(sets, tuple) and len(sets) == 2:
+        sets = {"samples": sets}
+    if not isinstance(sets, dict) or not sets:
+        raise ValueError("sets must be a non-empty dict {name: (vectors (N, K), front_mask (N,))} "
+                         f"or one (vectors, front_mask) tuple, got {type(sets).__name__}")  # fmt: skip
+    checked, k = {}, None
+    for name, (vectors, front_mask) in sets.items():
+        vectors = np.asarray(vectors, dtype=np.float64)
+        front_mask = np.asarray(front_mask)
+        if vectors.ndim != 2:
+            raise ValueError(f"set {name!r}: vectors must have shape (N, K), got {vectors.shape}")
+        if front_mask.shape != vectors.shape[:1] or front_mask.dtype != np.bool_:
+            raise ValueError(f"set {name!r}: front_mask must be bool of shape ({vectors.shape[0]},), "
+                             f"got {front_mask.dtype} {front_mask.shape}")  # fmt: skip
+        if k is not None and vectors.shape[1] != k:
+            raise ValueError(f"set {name!r} has {vectors.shape[1]} rewards, the sets before it {k}")
+        k = vectors.shape[1]
+        checked[str(name)] = (vectors, front_mask)
+    return checked
+
+
+def plot_reward_front(
+    sets: dict[str, tuple[np.ndarray, np.ndarray]] | tuple[np.ndarray, np.ndarray],
+    path: str | Path,
+    names: tuple[str, ...] = DEFAULT_NAMES,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG of every pairwise 2-D projection of reward vectors, fronts highlighted.
+
+    Args:
+        sets: ``{name: (vectors (N, K), front_mask (N,) bool)}``, e.g. ``{"base": ..., "fine-tuned": ...}``;
+            each set gets its own colour, its front drawn filled and its other samples faint.
+            A bare ``(vectors, front_mask)`` tuple is one set named "samples".
+        path: where the PNG goes (parent folders are created).
+        names: one axis label per reward column.
+        title: the figure's title.
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    sets = _as_sets(sets)
+    k = next(iter(sets.values()))[0].shape[1]
+    if k < 2:
+        raise ValueError(f"need at least 2 reward columns to draw a projection, got {k}")
+    if len(names) != k:
+        raise ValueError(f"names must give one label per reward column ({k}), got {len(names)}: {names}")
+
+    pairs = list(combinations(range(k), 2))
+    fig = Figure(figsize=(4.5 * len(pairs), 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(1, len(pairs)))
+    for ax, (i, j) in zip(axes, pairs):
+        for index, (name, (vectors, front)) in enumerate(sets.items()):
+            colour = f"C{index % 10}"
+            # zorder keeps every set's front above every set's dominated samples.
+            ax.scatter(vectors[~front, i], vectors[~front, j], s=10, color=colour, alpha=0.15, linewidths=0,
+                       zorder=1, label=f"{name}: dominated ({int((~front).sum())})")  # fmt: skip
+            ax.scatter(vectors[front, i], vectors[front, j], s=36, color=colour, marker="D", edgecolors="black",
+                       linewidths=0.6, zorder=2, label=f"{name}: front ({int(front.sum())})")  # fmt: skip
+        ax.set_xlabel(names[i])
+        ax.set_ylabel(names[j])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small", loc="best")
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path
