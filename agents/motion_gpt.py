@@ -111,6 +111,66 @@ class MotionKVCache:
         return self.lengths[layer_idx]
 
 
+class RowKVCache:
+    """Keys and values of a batch whose rows each sit at their own position (envs restarting at different steps).
+
+    Every row has its own filled length: ``update`` writes row b's new steps at its positions
+    ``lengths[b]..``, ``attention_mask`` lets each new step attend to its own row's filled positions
+    up to itself, ``position_ids`` gives each row's positions for the position embedding, and
+    ``reset(rows)`` empties rows for new sequences. `MotionGPTModel` and its attention ask any cache
+    for ``position_ids`` and ``attention_mask``; with a cache that lacks them (`MotionKVCache`) the
+    rows move in lock-step. ``update`` returns the whole preallocated buffers; the mask hides the
+    unfilled positions.
+    """
+
+    def __init__(self, config: MotionGPTConfig, batch_size: int, max_length: int | None = None,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):  # fmt: skip
+        self.max_length = max_length or config.max_codes + 1
+        head_dim = config.hidden_size // config.num_attention_heads
+        shape = (config.num_hidden_layers, batch_size, config.num_attention_heads, self.max_length, head_dim)
+        # zeros, not empty: masked positions get weight 0, and 0 * NaN from uninitialised memory would be NaN
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)  # (nl, B, nh, S, hs)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.lengths = torch.zeros(config.num_hidden_layers, batch_size, dtype=torch.long, device=device)  # (nl, B)
+        self._steps = torch.arange(self.max_length, device=device)  # (S,)
+
+    def position_ids(self, query_length: int) -> torch.Tensor:
+        """Positions (B, T) of the next ``query_length`` steps of every row."""
+        return self.lengths[0, :, None] + self._steps[:query_length]  # (B, T)
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        batch_size, _, query_length, _ = key.shape
+        if batch_size != self.keys.shape[1]:
+            raise ValueError(f"RowKVCache was made for batch size {self.keys.shape[1]}, got {batch_size}")
+        positions = self.lengths[layer_idx, :, None] + self._steps[:query_length]  # (B, T)
+        end = int(positions[:, -1].max()) + 1
+        if end > self.max_length:
+            raise ValueError(f"RowKVCache holds {self.max_length} positions, a row would fill {end}")
+        index = positions[:, None, :, None].expand_as(key)  # (B, nh, T, hs)
+        self.keys[layer_idx].scatter_(2, index, key)
+        self.values[layer_idx].scatter_(2, index, value)
+        self.lengths[layer_idx] += query_length
+        return self.keys[layer_idx], self.values[layer_idx]  # (B, nh, S, hs), S = max_length
+
+    def attention_mask(self, layer_idx: int, query_length: int) -> torch.Tensor:
+        """Which keys each of the ``query_length`` steps just written may attend to: (B, 1, T, S) bool."""
+        # after update, row b's step t sits at lengths[b] - T + t and sees its row's positions up to itself
+        last = self.lengths[layer_idx, :, None] - query_length + self._steps[:query_length]  # (B, T)
+        return (self._steps <= last[..., None])[:, None]  # (B, 1, T, S)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """The longest row's filled length."""
+        return int(self.lengths[layer_idx].max())
+
+    def reset(self, rows=None) -> None:
+        """Empty ``rows`` (indices or a (B,) bool mask; all rows when None) for new sequences."""
+        if rows is None:
+            self.lengths.zero_()
+            return
+        rows = torch.as_tensor(rows, device=self.lengths.device)
+        self.lengths[:, rows if rows.dtype == torch.bool else rows.long()] = 0
+
+
 class MotionGPTAttention(nn.Module):
     def __init__(self, config: MotionGPTConfig, layer_idx: int):
         super().__init__()
@@ -130,15 +190,18 @@ class MotionGPTAttention(nn.Module):
         q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(hidden_states).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         v = self.v_proj(hidden_states).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        mask = None
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hs), S = past + T
+            row_mask = getattr(cache, "attention_mask", None)  # a cache whose rows sit at their own positions
+            mask = row_mask(self.layer_idx, T) if row_mask is not None else None  # (B, 1, T, S)
         past = k.shape[-2] - T
-        mask = None
-        if past > 0 and T > 1:  # SDPA's is_causal aligns top-left; new steps after a prefix need bottom-right
+        if mask is None and past > 0 and T > 1:  # SDPA's is_causal is top-left; steps after a prefix need bottom-right
             mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)  # (T, S)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=past == 0 and T > 1
-        )  # (B, nh, T, hs)
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=mask is None and past == 0 and T > 1,
+        )  # (B, nh, T, hs)  # fmt: skip
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.o_proj(y))
 
@@ -196,8 +259,17 @@ class MotionGPTPreTrainedModel(PreTrainedModel):
             ) from err
 
 
-def _check_inputs(config: MotionGPTConfig, input_ids, text_features, past_length: int) -> None:
+def _check_inputs(config: MotionGPTConfig, input_ids, text_features, past_length: int, inputs_embeds=None) -> None:
     """Raise a ValueError naming the offending value for input the model cannot take."""
+    if inputs_embeds is not None:
+        if input_ids is not None or text_features is not None:
+            raise ValueError("pass inputs_embeds or input_ids / text_features, not both")
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+            raise ValueError(
+                f"inputs_embeds must be (B, T, hidden_size={config.hidden_size}), got {tuple(inputs_embeds.shape)}"
+            )
+        _check_length(config, past_length + inputs_embeds.shape[1])
+        return
     if text_features is None and past_length == 0:
         raise ValueError(
             "text_features (B, text_dim) is required on the first call (no cache yet): position 0 is the text; "
@@ -231,7 +303,10 @@ def _check_inputs(config: MotionGPTConfig, input_ids, text_features, past_length
         raise ValueError(
             f"input_ids must be codes in [0, {config.vocab_size}), got {input_ids[bad].unique()[:10].tolist()}"
         )
-    total = past_length + int(text_features is not None) + input_ids.shape[1]
+    _check_length(config, past_length + int(text_features is not None) + input_ids.shape[1])
+
+
+def _check_length(config: MotionGPTConfig, total: int) -> None:
     if total > config.max_codes + 1:
         raise ValueError(f"sequence of {total} positions (text + codes) exceeds max_codes + 1 = {config.max_codes + 1}")
 
@@ -257,21 +332,26 @@ class MotionGPTModel(MotionGPTPreTrainedModel):
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def forward(self, input_ids=None, text_features=None, cache=None, use_cache=None, past_key_values=None):
+    def forward(self, input_ids=None, text_features=None, cache=None, use_cache=None, past_key_values=None,
+                inputs_embeds=None):  # fmt: skip
         """Final hidden states (B, T, C) of [text?, codes]; see `MotionGPTForCausalLM.forward`."""
         cache = _cache_alias(cache, past_key_values)
         past_length = cache.get_seq_length() if cache is not None else 0
-        _check_inputs(self.config, input_ids, text_features, past_length)
+        _check_inputs(self.config, input_ids, text_features, past_length, inputs_embeds)
         if use_cache and cache is None:
-            batch_size = (text_features if text_features is not None else input_ids).shape[0]
+            batch_size = next(x for x in (inputs_embeds, text_features, input_ids) if x is not None).shape[0]
             cache = MotionKVCache(self.config, batch_size, dtype=self.wte.weight.dtype, device=self.wte.weight.device)
-        parts = []
+        parts = [] if inputs_embeds is None else [inputs_embeds]
         if text_features is not None:
             parts.append(self.text_proj(text_features.to(self.text_proj.weight.dtype)).unsqueeze(1))  # (B, 1, C)
         if input_ids is not None and input_ids.shape[1] > 0:
             parts.append(self.wte(input_ids))  # (B, L, C)
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, T, C)
-        x = self.drop(x + self.wpe.weight[past_length : past_length + x.shape[1]])  # (B, T, C)
+        row_positions = getattr(cache, "position_ids", None)  # a cache whose rows sit at their own positions
+        if row_positions is None:
+            x = self.drop(x + self.wpe.weight[past_length : past_length + x.shape[1]])  # (B, T, C)
+        else:
+            x = self.drop(x + self.wpe(row_positions(x.shape[1])))  # (B, T, C)
         for block in self.h:
             x = block(x, cache=cache)
         return BaseModelOutputWithPast(last_hidden_state=self.ln_f(x), **{_CACHE_FIELD: cache if use_cache else None})
@@ -338,7 +418,8 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
         return logits
 
     def forward(self, input_ids=None, text_features=None, attention_mask=None, cache=None, labels=None,
-                use_cache=None, return_dict=True, past_key_values=None) -> CausalLMOutputWithPast:  # fmt: skip
+                use_cache=None, return_dict=True, past_key_values=None,
+                inputs_embeds=None) -> CausalLMOutputWithPast:  # fmt: skip
         r"""
         Args:
             input_ids (`torch.LongTensor` (B, L)): codes, right-padded (PAD or any code past the mask).
@@ -347,12 +428,16 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
             attention_mask (`torch.LongTensor` (B, L)): 1 for real codes, then 0 (right padding only).
                 Attention is causal, so padding never reaches a real position; the mask only sets
                 `labels` past the first padded code to ignored.
-            cache (`MotionKVCache` or a transformers `Cache`): from the previous call's output;
-                `past_key_values` is accepted as its older name.
+            cache (`MotionKVCache`, `RowKVCache` or a transformers `Cache`): from the previous call's
+                output; `past_key_values` is accepted as its older name. With a `RowKVCache` every row
+                continues from its own filled length.
             labels (`torch.LongTensor`, the logits' (B, T)): on the first call (B, L + 1):
                 `labels[:, i]` is code i and `labels[:, n]` END after a row's n codes; -100 is
                 ignored. No shift is applied.
             use_cache (`bool`): return a cache; defaults to True exactly when a cache was passed.
+            inputs_embeds (`torch.FloatTensor` (B, T, hidden_size)): embedded positions in place of
+                `input_ids` and `text_features` (`text_proj` of a text feature, `wte` of a code), so
+                that rows can take text and codes in the same call.
 
         Returns:
             `CausalLMOutputWithPast` with `logits` (B, T, V), T = L + 1 on the first call, L later;
@@ -362,7 +447,7 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
         use_cache = cache is not None if use_cache is None else use_cache
         if attention_mask is not None:
             _check_attention_mask(attention_mask, input_ids)
-        outputs = self.transformer(input_ids, text_features, cache=cache, use_cache=use_cache)
+        outputs = self.transformer(input_ids, text_features, cache, use_cache, inputs_embeds=inputs_embeds)
         logits = self._logits(outputs.last_hidden_state)  # (B, T, V)
         loss = None
         if labels is not None:
@@ -489,4 +574,5 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
         return (codes, lengths, logprobs) if return_logprobs else (codes, lengths)
 
 
-__all__ = ["MotionGPTConfig", "MotionGPTForCausalLM", "MotionGPTModel", "MotionGPTPreTrainedModel", "MotionKVCache"]
+__all__ = ["MotionGPTConfig", "MotionGPTForCausalLM", "MotionGPTModel", "MotionGPTPreTrainedModel", "MotionKVCache",
+           "RowKVCache"]  # fmt: skip
