@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from motion_env.tokenizer import MotionVQVAE
 
 DEFAULT_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
 MIN_CODES = 10  # 40 frames: the shortest motion HumanML3D keeps
+BUNDLE_RECORD = "bundle.json"  # in a fine-tuned output: {"base": <the bundle it was tuned from>}
 
 
 def default_checkpoint_dir() -> Path:
@@ -29,6 +31,32 @@ def default_checkpoint_dir() -> Path:
             "`python recipes/build_default.py` or pass a model directory"
         )
     return DEFAULT_CHECKPOINTS
+
+
+def base_bundle(model_dir: str | Path) -> Path:
+    """The bundle a fine-tuned model directory builds on (named in its ``bundle.json``), else the directory."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir}: no such model directory; pass a bundle or a fine-tuned output directory")
+    record = model_dir / BUNDLE_RECORD
+    if not record.is_file():
+        return model_dir
+    base = Path(json.loads(record.read_text())["base"])
+    return base if base.is_absolute() else (model_dir / base).resolve()
+
+
+def load_policy(model_dir: str | Path) -> MotionGPTForCausalLM:
+    """The generator of a bundle (``gpt/``) or of a fine-tuned output: its ``gpt/``, or LoRA ``adapter/``
+    merged into the base bundle's ``gpt/``."""
+    model_dir = Path(model_dir)
+    if (model_dir / "gpt").is_dir():
+        return MotionGPTForCausalLM.from_pretrained(model_dir / "gpt", dtype=torch.float32)
+    if (model_dir / "adapter").is_dir():
+        from peft import PeftModel
+
+        policy = MotionGPTForCausalLM.from_pretrained(base_bundle(model_dir) / "gpt", dtype=torch.float32)
+        return PeftModel.from_pretrained(policy, model_dir / "adapter").merge_and_unload()
+    raise FileNotFoundError(f"{model_dir}: expected a 'gpt' model directory (or LoRA 'adapter') inside")
 
 
 @dataclass
@@ -53,7 +81,9 @@ class TextToMotionPipeline:
                 f"{tokenizer.config.codebook_size}"
             )
         if policy.config.text_dim != text_encoder.dim:
-            raise ValueError(f"policy expects {policy.config.text_dim}-D text features, encoder gives {text_encoder.dim}")
+            raise ValueError(
+                f"policy expects {policy.config.text_dim}-D text features, encoder gives {text_encoder.dim}"
+            )
         self.policy, self.tokenizer, self.text_encoder = policy.eval(), tokenizer.eval(), text_encoder
 
     @classmethod
@@ -61,11 +91,11 @@ class TextToMotionPipeline:
                         alpha: float | None = None) -> TextToMotionPipeline:  # fmt: skip
         """Load ``model_dir/gpt`` and ``model_dir/vqvae`` (the default bundle when None)."""
         root = Path(model_dir) if model_dir is not None else default_checkpoint_dir()
-        for part in ("gpt", "vqvae"):
-            if not (root / part).is_dir():
-                raise FileNotFoundError(f"{root}: expected a '{part}' model directory inside")
-        policy = MotionGPTForCausalLM.from_pretrained(root / "gpt", dtype=torch.float32)
-        tokenizer = MotionVQVAE.from_pretrained(root / "vqvae", dtype=torch.float32)
+        base = base_bundle(root)
+        if not (base / "vqvae").is_dir():
+            raise FileNotFoundError(f"{base}: expected a 'vqvae' model directory inside")
+        policy = load_policy(root)
+        tokenizer = MotionVQVAE.from_pretrained(base / "vqvae", dtype=torch.float32)
         guided = GuidedTextEncoder(SentenceEncoder(text_encoder_path), **({} if alpha is None else {"alpha": alpha}))
         return cls(policy, tokenizer, guided)
 

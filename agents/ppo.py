@@ -1,0 +1,682 @@
+"""PPO for text-to-motion on the `transformers.Trainer` loop, written the TRL way (SPEC §7).
+
+One PPO iteration (a *rollout*) on every process:
+
+1. draw ``num_prompts_per_rollout`` prompts; for each, one text feature per reward token (Eq. 11)
+   and ``num_samples_per_token`` code sequences sampled with the KV cache at ``temperature``;
+2. decode the codes with the VQ-VAE and score the motions with the shared batched scorer: a
+   ``(samples, 3)`` matrix of normalised rewards (Eq. 12);
+3. ``select(reward_matrix, groups)`` says which samples enter the update (all of them here; the
+   Pareto front of each prompt group in `agents.pareto.ParetoPPOTrainer`) — a loss mask, so batch
+   shapes stay equal across processes;
+4. per-token reward −β·KL(π‖π_ref) with the sample's scalar reward added on its last token
+   (Eq. 7), GAE (λ = γ = 1 is Eq. 8), clipped policy loss (Eq. 9) and clipped value loss (Eq. 10)
+   over ``num_ppo_epochs`` × minibatches of ``per_device_train_batch_size``.
+
+Every call of `training_step` is one minibatch, so ``max_steps``, ``gradient_accumulation_steps``,
+checkpointing, ``resume_from_checkpoint``, logging and accelerate/DeepSpeed/FSDP come from the
+Trainer. Rollout ``r`` samples with a generator seeded by ``(seed, r, process)`` and its prompts
+come from a seeded permutation, so a resumed run repeats the uninterrupted one; the current
+rollout is saved with each checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from agents.motion_gpt import MotionGPTForCausalLM, MotionGPTModel
+from agents.pareto import grouped_non_dominated_mask
+from motion_env.emission import TOKEN_COLUMN, PromptSet
+from reward_models.rewards import REWARD_NAMES
+from reward_models.rewards import REWARD_TOKENS as TOKEN_OF_REWARD
+
+REWARD_OF_TOKEN = {token: name for name, token in TOKEN_OF_REWARD.items()}
+NO_TOKEN = "none"
+ROLLOUT_FILE = "rollout.safetensors"
+VALUE_FILE = "value.safetensors"
+CONFIG_FILE = "motion_ppo_config.json"
+
+
+def _help(text: str, **kwargs):
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class MotionPPOConfig(TrainingArguments):
+    r"""Settings of [`MotionPPOTrainer`]; every `TrainingArguments` field works as usual.
+
+    ``per_device_train_batch_size`` is the PPO minibatch; a rollout holds
+    ``num_prompts_per_rollout × len(reward_tokens) × num_samples_per_token`` samples per process and
+    is used for ``num_ppo_epochs`` passes, so one rollout is
+    ``num_ppo_epochs × rollout_size / per_device_train_batch_size`` training steps.
+    """
+
+    output_dir: str = _help("Where checkpoints, logs and the fine-tuned model go.", default="outputs/ppo_pareto")
+    # rollout
+    num_prompts_per_rollout: int = _help("Prompts per rollout and process.", default=8)
+    reward_tokens: list[str] = _help(
+        "Reward-specific tokens each prompt is sampled with (Eq. 11): any of '<mt>', '<mm>', '<perception>', "
+        "or 'none' for the plain prompt.",
+        default_factory=lambda: ["<mt>", "<mm>", "<perception>"],
+    )
+    num_samples_per_token: int = _help("Samples per prompt and reward token (N).", default=4)
+    temperature: float = _help("Sampling temperature of the rollouts (the paper's 1.5).", default=1.5)
+    max_codes: int | None = _help("Most codes per motion (default: the policy's max_codes).", default=None)
+    min_codes: int = _help("END is not sampled before this many codes (10 codes = 40 frames).", default=10)
+    # rewards
+    rewards: list[str] = _help(
+        f"Rewards that count, of {list(REWARD_NAMES)}: the Pareto filter and the weighted sum use only these.",
+        default_factory=lambda: list(REWARD_NAMES),
+    )
+    reward_scalarization: str = _help(
+        "Scalar reward of a sample: 'token' (its reward token's reward, r(t_k, m_k) of Eq. 7; the mean of the "
+        "counted rewards for 'none') or 'weighted' (reward_weights · rewards).",
+        default="token",
+    )
+    reward_weights: list[float] | None = _help(
+        "Weights of 'weighted', one per counted reward (default: equal).", default=None
+    )
+    # PPO
+    num_ppo_epochs: int = _help("Passes over each rollout.", default=2)
+    kl_coef: float = _help("β of the per-token KL penalty to the reference policy.", default=0.05)
+    kl_estimator: str = _help("'k1' (log π − log π_ref) or 'k3' (an unbiased, non-negative estimator).", default="k1")
+    gamma: float = _help("Discount γ.", default=1.0)
+    lam: float = _help(
+        "GAE λ; λ = γ = 1 (the default) is the Monte-Carlo advantage G_t − V(s_t) of Eq. 8.", default=1.0
+    )
+    cliprange: float = _help("ε of the clipped policy loss (Eq. 9).", default=0.2)
+    cliprange_value: float = _help("Clip range of the value loss (Eq. 10).", default=0.2)
+    vf_coef: float = _help("Weight of the value loss.", default=0.1)
+    whiten_advantages: bool = _help("Whiten advantages over a rollout's selected tokens.", default=True)
+    whiten_rewards: bool = _help("Whiten the per-token rewards before GAE.", default=False)
+    critic: str = _help(
+        "'head': a value head on the policy's hidden states; 'separate': its own transformer, initialised from "
+        "the policy's.",
+        default="head",
+    )
+    # the paper's optimizer settings where TrainingArguments' defaults differ
+    learning_rate: float = _help("AdamW learning rate (the paper's 5e-6).", default=5e-6)
+    adam_beta2: float = _help("AdamW β2 (the paper's 0.99).", default=0.99)
+    per_device_train_batch_size: int = _help("PPO minibatch per process (the paper's 32).", default=32)
+    logging_steps: float = _help("Log every this many optimizer steps.", default=10)
+    save_strategy: str = _help("When to checkpoint ('no', 'steps', 'epoch').", default="no")
+    report_to: str | list[str] = _help("Loggers ('tensorboard', 'none', ...).", default="none")
+    remove_unused_columns: bool = _help("Kept False: the trainer feeds its own rollouts.", default=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.reward_tokens = [NO_TOKEN if t in (None, "", NO_TOKEN) else t for t in self.reward_tokens]
+        if not self.reward_tokens:
+            raise ValueError("reward_tokens is empty; give at least one of '<mt>', '<mm>', '<perception>', 'none'")
+        for token in self.reward_tokens:
+            if token != NO_TOKEN and token not in TOKEN_COLUMN:
+                raise ValueError(
+                    f"unknown reward token {token!r} in reward_tokens; use '<mt>' (text adherence), '<mm>' (motion "
+                    f"quality), '<perception>' (human preference) or 'none'"
+                )
+        unknown = [r for r in self.rewards if r not in REWARD_NAMES]
+        if unknown or not self.rewards:
+            raise ValueError(f"rewards must be a non-empty subset of {list(REWARD_NAMES)}, got {self.rewards}")
+        if self.reward_scalarization not in ("token", "weighted"):
+            raise ValueError(f"reward_scalarization must be 'token' or 'weighted', got {self.reward_scalarization!r}")
+        if self.reward_scalarization == "token":
+            missing = [t for t in self.reward_tokens if t != NO_TOKEN and REWARD_OF_TOKEN[t] not in self.rewards]
+            if missing:
+                raise ValueError(
+                    f"reward tokens {missing} ask for rewards outside rewards={self.rewards}; add them to rewards or "
+                    "drop the tokens"
+                )
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
+            raise ValueError(
+                f"reward_weights needs one weight per counted reward {self.rewards}, got {self.reward_weights}"
+            )
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        if self.critic not in ("head", "separate"):
+            raise ValueError(f"critic must be 'head' or 'separate', got {self.critic!r}")
+        for name in ("num_prompts_per_rollout", "num_samples_per_token", "num_ppo_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ValueError(f"gamma and lam must be in [0, 1], got gamma={self.gamma}, lam={self.lam}")
+        rollout, minibatch = self.rollout_size, self.per_device_train_batch_size
+        if rollout % minibatch:
+            raise ValueError(
+                f"incompatible batch sizes: a rollout of {rollout} samples (num_prompts_per_rollout="
+                f"{self.num_prompts_per_rollout} × {len(self.reward_tokens)} reward tokens × num_samples_per_token="
+                f"{self.num_samples_per_token}) does not split into minibatches of per_device_train_batch_size="
+                f"{minibatch}; choose a minibatch that divides {rollout} (e.g. {_divisor_near(rollout, minibatch)})"
+            )
+        if self.steps_per_rollout % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"incompatible batch sizes: one rollout is {self.steps_per_rollout} minibatch steps "
+                f"(num_ppo_epochs={self.num_ppo_epochs} × {rollout // minibatch} minibatches), which "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps} does not divide; use a divisor of "
+                f"{self.steps_per_rollout}"
+            )
+
+    @property
+    def rollout_size(self) -> int:
+        return self.num_prompts_per_rollout * len(self.reward_tokens) * self.num_samples_per_token
+
+    @property
+    def steps_per_rollout(self) -> int:
+        """Minibatch steps (calls of `training_step`) per rollout."""
+        return self.num_ppo_epochs * self.rollout_size // self.per_device_train_batch_size
+
+
+def _divisor_near(n: int, target: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - target), -d))
+
+
+class PolicyAndValue(nn.Module):
+    """The policy (a `MotionGPTForCausalLM`, optionally peft-wrapped) and its critic as one module.
+
+    One forward gives next-token logits and state values for teacher-forced code sequences, so
+    the Trainer (and DDP/FSDP/DeepSpeed) sees one model, as TRL's PPO wrapper did.
+    """
+
+    def __init__(self, policy: nn.Module, critic: str = "head"):
+        super().__init__()
+        self.policy = policy
+        base = _base_model(policy)
+        self.value_model = None
+        if critic == "separate":
+            self.value_model = MotionGPTModel(base.config)
+            self.value_model.load_state_dict(base.transformer.state_dict())
+        self.value_head = nn.Linear(base.config.hidden_size, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    @property
+    def config(self):
+        return _base_model(self.policy).config
+
+    def forward(self, text_features: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, L + 1, V) and values (B, L + 1) of the states [text, codes[:i]], i = 0..L."""
+        base = _base_model(self.policy)
+        hidden = base.transformer(input_ids, text_features).last_hidden_state  # (B, L + 1, C)
+        logits = base._logits(hidden)
+        if self.value_model is not None:
+            hidden = self.value_model(input_ids, text_features).last_hidden_state
+        return logits, self.value_head(hidden).squeeze(-1)
+
+
+def _base_model(policy: nn.Module) -> MotionGPTForCausalLM:
+    """The `MotionGPTForCausalLM` inside a peft wrapper (LoRA layers stay injected), or the policy."""
+    return policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+
+
+def _is_peft(policy: nn.Module) -> bool:
+    return hasattr(policy, "disable_adapter") and hasattr(policy, "peft_config")
+
+
+def disable_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        elif isinstance(getattr(module, "dropout", None), float):  # attention's SDPA dropout_p
+            module.dropout = 0.0
+    if hasattr(model, "config") and hasattr(model.config, "dropout"):
+        model.config.dropout = 0.0
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over ``mask``; 0 (still in the graph) when the mask is empty."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    count = mask.sum().clamp(min=1)
+    mean = (values * mask).sum() / count
+    var = (((values - mean) * mask) ** 2).sum() / (count - 1).clamp(min=1)
+    whitened = (values - mean) * torch.rsqrt(var + 1e-8)
+    return whitened if shift_mean else whitened + mean
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
+    """Advantages and returns (B, T) by generalised advantage estimation over ``mask``'d steps.
+
+    A step's successor counts only while it is inside the episode, so the last step's advantage is
+    ``r − V``; with λ = γ = 1 the advantage is the return-to-go minus V (Eq. 8).
+    """
+    values = values * mask
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[:, 0])
+    steps = rewards.shape[1]
+    for t in reversed(range(steps)):
+        going_on = mask[:, t + 1] if t + 1 < steps else torch.zeros_like(last)
+        next_value = values[:, t + 1] * going_on if t + 1 < steps else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * going_on * last
+        advantages[:, t] = last
+    advantages = advantages * mask
+    return advantages, advantages + values
+
+
+def token_logprobs(logits: torch.Tensor, actions: torch.Tensor, temperature: float):
+    """Log-probabilities (B, T) of ``actions`` and entropies (B, T) under softmax(logits / temperature).
+
+    The PAD column (never an action, its logit is -inf) is dropped before the softmax.
+    """
+    logp = (logits[..., :-1].float() / temperature).log_softmax(-1)  # (B, T, V - 1)
+    chosen = logp.gather(-1, actions.clamp(max=logp.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return chosen, entropy
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token KL(π‖π_ref) estimate from log-probabilities of the sampled tokens."""
+    log_ratio = logprobs - ref_logprobs
+    if estimator == "k1":
+        return log_ratio
+    return torch.expm1(-log_ratio) + log_ratio  # k3: (r − 1) − log r, r = π_ref / π
+
+
+@dataclass
+class Rollout:
+    """One rollout's samples (R rows) and per-token quantities (R, T) on one process."""
+
+    text_features: torch.Tensor  # (R, text_dim)
+    codes: torch.Tensor  # (R, T) codes, PAD past each length
+    lengths: torch.Tensor  # (R,) codes per row
+    actions: torch.Tensor  # (R, T) codes then END
+    action_mask: torch.Tensor  # (R, T) float, 1 on the row's actions
+    logprobs: torch.Tensor  # (R, T)
+    values: torch.Tensor  # (R, T)
+    advantages: torch.Tensor  # (R, T)
+    returns: torch.Tensor  # (R, T)
+    rewards: torch.Tensor  # (R, 3) normalised rewards, `REWARD_NAMES` order
+    scores: torch.Tensor  # (R,) the scalar reward of each sample
+    groups: torch.Tensor  # (R,) prompt group of each sample
+    selected: torch.Tensor  # (R,) bool, the `select` mask
+    index: torch.Tensor  # () the rollout's number
+
+    def rows(self, index: torch.Tensor) -> Rollout:
+        return Rollout(**{f.name: getattr(self, f.name) if f.name == "index" else getattr(self, f.name)[index]
+                          for f in fields(self)})  # fmt: skip
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name).contiguous() for f in fields(self)}
+
+
+class _StepIndices(torch.utils.data.Dataset):
+    """The Trainer's dataloader yields one item per minibatch step; the rollouts bring the data."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, int]:
+        return {"step": i}
+
+
+class _NonFiniteGradients(TrainerCallback):
+    """Zero the gradients of an optimizer step that has a NaN/Inf in them; count the skips."""
+
+    def __init__(self, trainer: MotionPPOTrainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        params = [p for p in self.trainer.model.parameters() if p.grad is not None]
+        finite = torch.stack([torch.isfinite(p.grad).all() for p in params]).all() if params else torch.tensor(True)
+        finite = self.trainer.accelerator.reduce(finite.float().to(self.trainer.accelerator.device), "min")
+        if finite.item() < 1:
+            for p in params:
+                p.grad.zero_()
+            self.trainer._metrics["skipped/nonfinite_gradients"].append(1.0)
+
+
+class MotionPPOTrainer(Trainer):
+    """PPO fine-tuning of a MotionGPT policy against the batched multi-reward scorer.
+
+    Args:
+        model: the policy, a `MotionGPTForCausalLM` (or a peft model around one).
+        args: a `MotionPPOConfig`.
+        train_dataset: prompts: a `datasets.Dataset` with a ``caption`` column (and ``motion``, the
+            ground truth r_m compares with), a list of strings, or a `motion_env.emission.PromptSet`.
+        text_encoder: a `GuidedTextEncoder` (reward-token features, Eq. 11).
+        tokenizer: the VQ-VAE that decodes codes into motion.
+        scorer: the batched scorer, ``scorer(features, lengths, prompts, ground_truth)`` -> an object
+            with ``rewards`` (B, 3), normalised, in `REWARD_NAMES` order (a `RewardScorer`).
+        ref_model: the reference policy; default: a frozen copy of ``model`` as given, or, with
+            ``peft_config`` or a peft model, the same network with its adapters disabled.
+        peft_config: a peft config (e.g. from `trl.get_peft_config`) to wrap ``model`` with.
+    """
+
+    _tag_names = ["motionrl", "ppo"]
+
+    def __init__(self, model: nn.Module, args: MotionPPOConfig, train_dataset, text_encoder, tokenizer, scorer,
+                 ref_model: nn.Module | None = None, peft_config=None, callbacks=None):  # fmt: skip
+        if not isinstance(args, MotionPPOConfig):
+            raise TypeError(f"args must be a MotionPPOConfig, got {type(args).__name__}")
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        base = _base_model(model)
+        if not isinstance(base, MotionGPTForCausalLM):
+            raise TypeError(f"model must be a MotionGPTForCausalLM (or a peft model of one), got {type(base).__name__}")
+        if base.config.codebook_size != tokenizer.config.codebook_size:
+            raise ValueError(
+                f"the policy predicts {base.config.codebook_size} codes but the tokenizer has "
+                f"{tokenizer.config.codebook_size}"
+            )
+        if base.config.text_dim != text_encoder.dim:
+            raise ValueError(f"the policy reads {base.config.text_dim}-D text, the encoder gives {text_encoder.dim}-D")
+        self.max_codes = args.max_codes or base.config.max_codes
+        if not 1 <= args.min_codes < self.max_codes <= base.config.max_codes:
+            raise ValueError(
+                f"need 1 <= min_codes < max_codes <= {base.config.max_codes}, got min_codes={args.min_codes}, "
+                f"max_codes={self.max_codes}"
+            )
+        disable_dropout(base)
+        self.is_peft = _is_peft(model)
+        if ref_model is None and not self.is_peft:
+            ref_model = copy.deepcopy(base)
+        if ref_model is not None:
+            ref_model = ref_model.eval().requires_grad_(False)
+            disable_dropout(ref_model)
+        self.ref_model = ref_model
+        self.prompts = train_dataset if isinstance(train_dataset, PromptSet) else PromptSet(train_dataset)
+        self.text_encoder, self.vqvae, self.scorer = text_encoder, tokenizer.eval().requires_grad_(False), scorer
+        self.reward_columns = [REWARD_NAMES.index(r) for r in args.rewards]
+        weights = args.reward_weights or [1.0 / len(args.rewards)] * len(args.rewards)
+        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._rollout: Rollout | None = None
+        self._micro = (-1, 0)  # (global step, minibatch position within it)
+
+        steps = self._rollouts_per_epoch(args) * args.steps_per_rollout
+        super().__init__(model=PolicyAndValue(model, args.critic), args=args, train_dataset=_StepIndices(steps),
+                         data_collator=_collate_steps, callbacks=callbacks)  # fmt: skip
+        self.add_callback(_NonFiniteGradients(self))
+        if self.ref_model is not None:
+            self.ref_model.to(self.accelerator.device)
+        self.vqvae.to(self.accelerator.device)
+
+    # ---- the Trainer's data side: one item per minibatch step ----
+
+    def _rollouts_per_epoch(self, args: MotionPPOConfig) -> int:
+        per_rollout = args.num_prompts_per_rollout * max(1, args.world_size)
+        return max(1, len(self.prompts) // per_rollout)
+
+    def get_train_dataloader(self):
+        # every process iterates the same step indices; the rollouts draw each process's prompts
+        return torch.utils.data.DataLoader(self.train_dataset, batch_size=1, collate_fn=_collate_steps)
+
+    def _prepare_inputs(self, inputs):
+        """Turn a step index into this step's minibatch, sampling a new rollout when one is used up."""
+        if self._micro[0] != self.state.global_step:
+            self._micro = (self.state.global_step, 0)
+        step = self.state.global_step * self.args.gradient_accumulation_steps + self._micro[1]
+        self._micro = (self._micro[0], self._micro[1] + 1)
+        rollout_index, position = divmod(step, self.args.steps_per_rollout)
+        if self._rollout is None or int(self._rollout.index) != rollout_index:
+            self._rollout = self.rollout(rollout_index)
+        epoch, minibatch = divmod(position, self.args.steps_per_rollout // self.args.num_ppo_epochs)
+        order = torch.randperm(self.args.rollout_size, generator=torch.Generator().manual_seed(
+            _seed(self.args.seed, rollout_index, epoch, self.args.process_index)))  # fmt: skip
+        size = self.args.per_device_train_batch_size
+        rows = order[minibatch * size : (minibatch + 1) * size].to(self._rollout.codes.device)
+        return self._rollout.rows(rows)
+
+    # ---- rollout ----
+
+    def rollout_prompts(self, index: int) -> list[int]:
+        """Prompt indices of rollout ``index`` on this process (a seeded permutation per epoch)."""
+        args, n = self.args, len(self.prompts)
+        epoch, k = divmod(index, self._rollouts_per_epoch(args))
+        order = np.random.default_rng([args.seed, epoch]).permutation(n)
+        start = (k * max(1, args.world_size) + args.process_index) * args.num_prompts_per_rollout
+        return [int(order[(start + j) % n]) for j in range(args.num_prompts_per_rollout)]
+
+    @torch.no_grad()
+    def rollout(self, index: int) -> Rollout:
+        """Sample, score, select and compute advantages for rollout ``index``."""
+        args, device = self.args, self.accelerator.device
+        model = self.accelerator.unwrap_model(self.model)
+        policy = _base_model(model.policy)
+        model.eval()
+
+        prompt_ids = self.rollout_prompts(index)
+        K, N = len(args.reward_tokens), args.num_samples_per_token
+        rows = [(p, token) for p in prompt_ids for token in args.reward_tokens for _ in range(N)]
+        texts = [self.prompts.texts[p] for p, _ in rows]
+        tokens = [None if token == NO_TOKEN else token for _, token in rows]
+        groups = torch.arange(len(prompt_ids), device=device).repeat_interleave(K * N)
+        text_features = self.text_encoder.features(texts, tokens).to(device=device, dtype=torch.float32)
+
+        generator = torch.Generator(device=device).manual_seed(_seed(args.seed, index, args.process_index))
+        codes, lengths = policy.generate(text_features, max_codes=self.max_codes, temperature=args.temperature,
+                                         min_codes=args.min_codes, generator=generator)  # fmt: skip
+        width = int(torch.clamp(lengths + 1, max=self.max_codes).max())
+        codes = codes[:, :width]
+        steps = torch.arange(width, device=device)
+        action_mask = (steps[None] <= lengths[:, None]).float()  # codes, then END unless cut at max_codes
+        actions = codes.masked_fill(steps[None] == lengths[:, None], policy.config.end_token_id)
+
+        logits, values = model(text_features, codes[:, :-1])
+        logprobs, _ = token_logprobs(logits, actions, args.temperature)
+        ref_logprobs = self._ref_logprobs(model, text_features, codes, actions)
+
+        features, frames = self.vqvae.decode_motion(codes, lengths)
+        ground_truth = [self.prompts.motions[p] for p, _ in rows]
+        reward_matrix = self.scorer(features, frames, texts, ground_truth).rewards.to(device, torch.float32)  # (R, 3)
+        finite = torch.isfinite(reward_matrix).all(-1)
+        reward_matrix = torch.where(finite[:, None], reward_matrix, torch.zeros_like(reward_matrix))
+        scores = self.scalarize(reward_matrix, tokens)
+        counted = reward_matrix[:, self.reward_columns]
+        selected = self.select(counted, groups) & finite
+
+        kl = kl_penalty(logprobs, ref_logprobs, args.kl_estimator) * action_mask
+        token_rewards = -args.kl_coef * kl
+        last = (action_mask.sum(-1).long() - 1).clamp(min=0)
+        token_rewards[torch.arange(len(rows), device=device), last] += scores
+        # Whitening statistics come from every finite sample, not from the selected ones only: the
+        # front's advantages stay mostly positive, so the update moves toward the front (Eq. 7).
+        valid = action_mask * finite[:, None].float()
+        if args.whiten_rewards:
+            token_rewards = masked_whiten(token_rewards, valid, shift_mean=False) * action_mask
+        advantages, returns = gae(token_rewards, values, action_mask, args.gamma, args.lam)
+        if args.whiten_advantages:
+            advantages = masked_whiten(advantages, valid) * action_mask
+
+        self._log_rollout(reward_matrix, scores, kl, logprobs, values, returns, action_mask, selected, finite, groups,
+                          lengths)  # fmt: skip
+        model.train()
+        return Rollout(text_features, codes, lengths, actions, action_mask, logprobs, values, advantages, returns,
+                       reward_matrix, scores, groups, selected, torch.tensor(index))  # fmt: skip
+
+    def _ref_logprobs(self, model, text_features, codes, actions) -> torch.Tensor:
+        if self.ref_model is not None:
+            logits = self.ref_model(input_ids=codes[:, :-1], text_features=text_features).logits
+        else:  # the same network with its LoRA adapters off: no second copy of the weights
+            with model.policy.disable_adapter():
+                logits, _ = model(text_features, codes[:, :-1])
+        return token_logprobs(logits, actions, self.args.temperature)[0]
+
+    def scalarize(self, reward_matrix: torch.Tensor, tokens: Sequence[str | None]) -> torch.Tensor:
+        """Each sample's scalar reward (R,) from its (R, 3) reward vector, by `reward_scalarization`."""
+        counted = reward_matrix[:, self.reward_columns]
+        weighted = counted @ self.reward_weights.to(counted.device)
+        if self.args.reward_scalarization == "weighted":
+            return weighted
+        columns = torch.tensor([TOKEN_COLUMN[t] if t is not None else -1 for t in tokens], device=counted.device)
+        own = reward_matrix.gather(1, columns.clamp(min=0)[:, None]).squeeze(1)
+        return torch.where(columns >= 0, own, counted.mean(-1))
+
+    def select(self, reward_matrix: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """Which samples enter the update, from their rewards (R, K) and prompt groups (R,): all of them."""
+        return torch.ones(len(reward_matrix), dtype=torch.bool, device=reward_matrix.device)
+
+    def _log_rollout(self, reward_matrix, scores, kl, logprobs, values, returns, action_mask, selected, finite,
+                     groups, lengths):  # fmt: skip
+        gather = self.accelerator.gather_for_metrics
+        m = self._metrics
+        kl_sum = gather(kl.sum(-1))
+        m["objective/kl"].append(kl_sum.mean().item())
+        m["objective/entropy"].append(gather((-logprobs * action_mask).sum(-1)).mean().item())
+        score = gather(scores)
+        m["objective/scores"].append(score.mean().item())
+        m["objective/non_score_reward"].append((-self.args.kl_coef * kl_sum).mean().item())
+        m["objective/rlhf_reward"].append((score - self.args.kl_coef * kl_sum).mean().item())
+        rewards = gather(reward_matrix)
+        for k, name in enumerate(REWARD_NAMES):
+            m[f"rewards/{name}/mean"].append(rewards[:, k].mean().item())
+        front = gather(selected.float())
+        m["pareto/front_size"].append(front.sum().item() / max(1, self.accelerator.num_processes))
+        m["pareto/front_fraction"].append(front.mean().item())
+        m["rollout/nonfinite_rewards"].append(gather((~finite).float()).sum().item())
+        m["rollout/codes"].append(gather(lengths.float()).mean().item())
+        flat = action_mask.bool()
+        residual, target = (returns - values)[flat], returns[flat]
+        explained = 1 - residual.var() / target.var().clamp(min=1e-8)
+        m["val/explained_variance"].append(self.accelerator.reduce(explained, "mean").item())
+
+    # ---- the update ----
+
+    def compute_loss(self, model, inputs: Rollout, return_outputs=False, num_items_in_batch=None):
+        args, batch = self.args, inputs
+        logits, values = model(batch.text_features, batch.codes[:, :-1])
+        logprobs, entropy = token_logprobs(logits, batch.actions, args.temperature)
+        mask = batch.action_mask * batch.selected[:, None].float()
+
+        log_ratio = (logprobs - batch.logprobs) * batch.action_mask
+        ratio = torch.exp(log_ratio)
+        pg_losses = -batch.advantages * ratio
+        pg_losses_clipped = -batch.advantages * ratio.clamp(1 - args.cliprange, 1 + args.cliprange)
+        pg_loss = masked_mean(torch.max(pg_losses, pg_losses_clipped), mask)
+        values_clipped = batch.values + (values - batch.values).clamp(-args.cliprange_value, args.cliprange_value)
+        vf_losses = torch.max((values - batch.returns) ** 2, (values_clipped - batch.returns) ** 2)
+        vf_loss = 0.5 * masked_mean(vf_losses, mask)
+        loss = pg_loss + args.vf_coef * vf_loss
+
+        with torch.no_grad():
+            reduce = self.accelerator.reduce
+            stats = {
+                "policy/approx_kl": masked_mean(0.5 * log_ratio**2, mask),
+                "policy/clipfrac": masked_mean((pg_losses_clipped > pg_losses).float(), mask),
+                "policy/entropy": masked_mean(entropy, batch.action_mask),
+                "loss/policy": pg_loss,
+                "loss/value": vf_loss,
+                "val/clipfrac": masked_mean(((values - batch.returns) ** 2 < vf_losses).float(), mask),
+                "val/ratio": masked_mean(ratio, mask),
+            }
+            for key, value in stats.items():
+                self._metrics[key].append(reduce(value.detach().float(), "mean").item())
+        if not torch.isfinite(loss):
+            # a zero loss that still reaches every parameter, so processes stay in step
+            self._metrics["skipped/nonfinite_loss"].append(1.0)
+            loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        metrics = {key: float(np.mean(values)) for key, values in self._metrics.items() if values}
+        for key in ("skipped/nonfinite_loss", "skipped/nonfinite_gradients"):
+            if key in metrics:
+                metrics[key] = float(np.sum(self._metrics[key]))
+        self._metrics.clear()
+        super().log({**logs, **metrics}, start_time)
+
+    # ---- saving and resuming ----
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Policy as ``gpt/`` (or peft adapters as ``adapter/``), critic as ``value.safetensors``, config as JSON."""
+        output_dir = Path(output_dir or self.args.output_dir)
+        if not self.args.should_save:
+            return
+        output_dir.mkdir(parents=True, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model)
+        if self.is_peft:
+            model.policy.save_pretrained(output_dir / "adapter")
+        else:
+            model.policy.save_pretrained(output_dir / "gpt")
+        critic = {f"value_head.{k}": v for k, v in model.value_head.state_dict().items()}
+        if model.value_model is not None:
+            critic |= {f"value_model.{k}": v for k, v in model.value_model.state_dict().items()}
+        save_file({k: v.detach().contiguous().cpu() for k, v in critic.items()}, str(output_dir / VALUE_FILE))
+        (output_dir / CONFIG_FILE).write_text(self.args.to_json_string())
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self._rollout is not None and self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            tensors = {k: v.detach().cpu() for k, v in self._rollout.to_dict().items()}
+            tensors["selected"] = tensors["selected"].to(torch.uint8)
+            save_file(tensors, str(folder / f"rollout_{self.args.process_index}.safetensors"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        folder = Path(resume_from_checkpoint)
+        unwrapped = self.accelerator.unwrap_model(model or self.model)
+        if self.is_peft:
+            from peft import set_peft_model_state_dict
+
+            weights = folder / "adapter" / "adapter_model.safetensors"
+            _require(weights)
+            set_peft_model_state_dict(unwrapped.policy, load_file(str(weights)))
+        else:
+            weights = folder / "gpt" / "model.safetensors"
+            _require(weights)
+            unwrapped.policy.load_state_dict(load_file(str(weights)))
+        _require(folder / VALUE_FILE)
+        critic = load_file(str(folder / VALUE_FILE))
+        unwrapped.value_head.load_state_dict({k[11:]: v for k, v in critic.items() if k.startswith("value_head.")})
+        if unwrapped.value_model is not None:
+            unwrapped.value_model.load_state_dict(
+                {k[12:]: v for k, v in critic.items() if k.startswith("value_model.")}
+            )
+        saved = folder / f"rollout_{self.args.process_index}.safetensors"
+        if saved.is_file():
+            tensors = load_file(str(saved), device=str(self.accelerator.device))
+            tensors["selected"] = tensors["selected"].bool()
+            self._rollout = Rollout(**tensors)
+
+    def weights_in_sync(self) -> bool:
+        """Whether every process holds the same trainable weights (a checksum gathered from all)."""
+        model = self.accelerator.unwrap_model(self.model)
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters() if p.requires_grad]).sum()
+        sums = self.accelerator.gather(checksum.reshape(1).to(self.accelerator.device))
+        return bool((sums == sums[0]).all())
+
+
+class ParetoPPOTrainer(MotionPPOTrainer):
+    """MotionRL: PPO on the batch-wise Pareto front of each prompt's samples (SPEC §6, Algorithm 1).
+
+    Only `select` differs: a sample enters the update iff no sample of its prompt group is at least
+    as good on every counted reward and better on one. The mask is a loss mask, so every process
+    keeps its batch shape; the objective averages over the front (1/n(P)).
+    """
+
+    def select(self, reward_matrix: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        return grouped_non_dominated_mask(reward_matrix, groups)
+
+
+def _require(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent}: missing {path.name}; not a checkpoint written by MotionPPOTrainer")
+
+
+def _collate_steps(items):
+    return {"step": torch.tensor([item["step"] for item in items])}
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+__all__ = ["MotionPPOConfig", "MotionPPOTrainer", "ParetoPPOTrainer", "PolicyAndValue", "Rollout", "gae", "kl_penalty"]

@@ -1,0 +1,331 @@
+"""MotionPPOTrainer and ParetoPPOTrainer on a tiny policy with the default bundle's decoder and rewards."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, PeftModel
+from safetensors.torch import load_file
+
+from agents.motion_gpt import MotionGPTConfig, MotionGPTForCausalLM
+from agents.pareto import grouped_non_dominated_mask
+from agents.pipeline import default_checkpoint_dir, load_policy
+from agents.ppo import (
+    MotionPPOConfig,
+    MotionPPOTrainer,
+    ParetoPPOTrainer,
+    Rollout,
+    gae,
+    kl_penalty,
+    masked_mean,
+    token_logprobs,
+)
+from motion_env.emission import EmissionBatch, PromptSet, default_parts
+from reward_models.rewards import RewardOutput
+
+PROMPTS = ["a person walks forward", "a person jumps twice", "a person waves with the left hand",
+           "a person squats down", "a person turns around", "a person kicks with the right leg"]  # fmt: skip
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return default_parts()
+
+
+def tiny_policy(seed: int = 0) -> MotionGPTForCausalLM:
+    torch.manual_seed(seed)
+    config = MotionGPTConfig(codebook_size=256, text_dim=384, hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=64, max_codes=16)  # fmt: skip
+    return MotionGPTForCausalLM(config)
+
+
+def make_args(tmp_path, **overrides) -> MotionPPOConfig:
+    settings = dict(output_dir=str(tmp_path), num_prompts_per_rollout=2, num_samples_per_token=2,
+                    per_device_train_batch_size=6, max_steps=4, logging_steps=1, learning_rate=1e-3, min_codes=2,
+                    report_to="none", seed=0, lr_scheduler_type="constant", disable_tqdm=True)  # fmt: skip
+    return MotionPPOConfig(**{**settings, **overrides})
+
+
+def make_trainer(parts, tmp_path, cls=MotionPPOTrainer, scorer=None, policy=None, peft_config=None, **overrides):
+    text_encoder, vqvae, default_scorer = parts
+    args = make_args(tmp_path, **overrides)
+    return cls(policy or tiny_policy(), args, PROMPTS, text_encoder, vqvae, scorer or default_scorer,
+               peft_config=peft_config)  # fmt: skip
+
+
+class LengthReward:
+    """Longer motion scores higher, on all three columns: a reward PPO must be able to raise."""
+
+    def __init__(self, nan_rows=()):
+        self.nan_rows = list(nan_rows)
+
+    def __call__(self, features, lengths, prompts, ground_truth=None):
+        rewards = (lengths.float() / 196.0)[:, None].repeat(1, 3)
+        rewards[self.nan_rows] = float("nan")
+        return RewardOutput(rewards=rewards, raw=rewards)
+
+
+def params(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+# ---- the pieces ----
+
+
+def test_gae_with_lambda_and_gamma_one_is_return_to_go_minus_value():
+    rewards = torch.tensor([[0.0, -0.1, 0.0, 2.0], [0.5, 1.0, 0.0, 0.0]])
+    values = torch.tensor([[0.3, 0.2, 0.1, 0.4], [0.1, 0.2, 9.0, 9.0]])
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0]])
+    advantages, returns = gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    expected_returns = torch.tensor([[1.9, 1.9, 2.0, 2.0], [1.5, 1.0, 0.0, 0.0]])
+    torch.testing.assert_close(returns * mask, expected_returns)
+    torch.testing.assert_close(advantages, (expected_returns - values) * mask)
+
+
+def test_gae_discounts_and_bootstraps_with_lambda_below_one():
+    rewards, values, mask = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.25]]), torch.ones(1, 2)
+    advantages, _ = gae(rewards, values, mask, gamma=0.9, lam=0.5)
+    last = 1.0 - 0.25
+    first = (0.0 + 0.9 * 0.25 - 0.5) + 0.9 * 0.5 * last
+    torch.testing.assert_close(advantages, torch.tensor([[first, last]]))
+
+
+def test_kl_estimators():
+    logp, ref = torch.log(torch.tensor([0.5, 0.2, 0.9])), torch.log(torch.tensor([0.25, 0.4, 0.9]))
+    torch.testing.assert_close(kl_penalty(logp, ref, "k1"), logp - ref)
+    k3 = kl_penalty(logp, ref, "k3")
+    assert (k3 >= 0).all() and k3[2] == 0
+    torch.testing.assert_close(k3, (ref - logp).exp() - 1 - (ref - logp))
+
+
+def test_token_logprobs_ignore_pad_and_match_log_softmax():
+    logits = torch.randn(2, 3, 6)
+    logits[..., -1] = float("-inf")  # PAD
+    actions = torch.tensor([[0, 4, 2], [1, 1, 3]])
+    logp, entropy = token_logprobs(logits, actions, temperature=1.5)
+    expected = (logits[..., :-1] / 1.5).log_softmax(-1).gather(-1, actions[..., None]).squeeze(-1)
+    torch.testing.assert_close(logp, expected)
+    assert torch.isfinite(entropy).all() and (entropy > 0).all()
+
+
+# ---- config errors ----
+
+
+def test_incompatible_batch_sizes_name_the_values_and_a_fix(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"incompatible batch sizes.*12 samples.*per_device_train_batch_size=5.*e\.g\. 6"
+    ):
+        make_args(tmp_path, per_device_train_batch_size=5)
+    with pytest.raises(ValueError, match=r"gradient_accumulation_steps=3.*divisor of 4"):
+        make_args(tmp_path, gradient_accumulation_steps=3)
+
+
+def test_unknown_reward_token_and_reward_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown reward token '<speed>'.*'<mt>'"):
+        make_args(tmp_path, reward_tokens=["<mt>", "<speed>"])
+    with pytest.raises(ValueError, match=r"rewards must be a non-empty subset"):
+        make_args(tmp_path, rewards=["style"])
+    with pytest.raises(ValueError, match=r"reward tokens \['<perception>'\] ask for rewards outside"):
+        make_args(tmp_path, rewards=["text_adherence", "motion_quality"])
+
+
+# ---- the trainer ----
+
+
+def test_rollout_shapes_rewards_and_scalarization(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path)
+    rollout = trainer.rollout(0)
+    R = 12
+    assert rollout.rewards.shape == (R, 3) and rollout.scores.shape == (R,) and rollout.selected.all()
+    assert ((rollout.lengths >= 2) & (rollout.lengths <= 16)).all()
+    assert rollout.action_mask.sum(1).long().tolist() == torch.clamp(rollout.lengths + 1, max=16).tolist()
+    # rows are prompt-major, then reward token (<mt>, <mm>, <perception>), then sample
+    columns = torch.tensor([0, 0, 1, 1, 2, 2] * 2)
+    torch.testing.assert_close(rollout.scores, rollout.rewards.gather(1, columns[:, None]).squeeze(1))
+    assert rollout.groups.tolist() == [0] * 6 + [1] * 6
+
+
+def test_trainer_rewards_equal_the_env_rewards_for_the_same_tokens(parts, tmp_path):
+    """One reward path: the env's terminal reward for the trainer's own token sequences."""
+    text_encoder, vqvae, scorer = parts
+    trainer = make_trainer(parts, tmp_path)
+    rollout = trainer.rollout(0)
+    prompt_ids = trainer.rollout_prompts(0)
+    rows = np.arange(len(rollout.codes))
+    batch = EmissionBatch(len(rows), text_encoder, vqvae, scorer, max_codes=16)
+    tokens = [t for _ in prompt_ids for t in ("<mt>", "<mm>", "<perception>") for _ in range(2)]
+    batch.begin(rows, trainer.prompts, [p for p in prompt_ids for _ in range(6)], tokens)
+    codes, lengths = rollout.codes.numpy(), rollout.lengths.numpy()
+    for step in range(codes.shape[1]):
+        live = rows[lengths > step]
+        batch.emit(live, codes[live, step])
+    scored = batch.score(rows)
+    np.testing.assert_allclose(scored.vector, rollout.rewards.double().numpy(), atol=1e-5)
+    np.testing.assert_allclose(scored.reward, rollout.scores.double().numpy(), atol=1e-5)
+
+
+def test_parameters_change_after_a_step(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path, max_steps=1)
+    before = params(trainer.model)
+    trainer.train()
+    after = params(trainer.model)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert any(name.startswith("policy.") for name in changed)
+    assert {"value_head.weight", "value_head.bias"} <= changed
+    assert all(torch.isfinite(p).all() for p in after.values())
+
+
+def test_ppo_raises_a_simple_reward(parts, tmp_path):
+    """The shipped generator learns within a few rollouts to make longer motion when length is rewarded."""
+    trainer = make_trainer(parts, tmp_path, scorer=LengthReward(), policy=load_policy(default_checkpoint_dir()),
+                           max_steps=24, learning_rate=1e-4, min_codes=10, num_samples_per_token=4,
+                           per_device_train_batch_size=12)  # fmt: skip
+    trainer.train()
+    codes = [h["rollout/codes"] for h in trainer.state.log_history if "rollout/codes" in h]
+    assert np.mean(codes[-2:]) > codes[0] + 1.5, codes
+
+
+def test_kl_is_zero_while_the_policy_is_the_reference_and_grows_after_updates(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path, max_steps=4)
+    rollout = trainer.rollout(0)
+    ref = trainer._ref_logprobs(trainer.model, rollout.text_features, rollout.codes, rollout.actions)
+    assert torch.equal(ref * rollout.action_mask, rollout.logprobs * rollout.action_mask)
+    assert trainer._metrics["objective/kl"][-1] == 0.0
+    trainer.train()
+    trainer.rollout(1)
+    assert abs(trainer._metrics["objective/kl"][-1]) > 1e-4
+
+
+def test_lora_reference_is_the_adapter_free_network_and_adapters_save_and_merge(parts, tmp_path):
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, lora_dropout=0.0)
+    trainer = make_trainer(parts, tmp_path, peft_config=config, max_steps=2)
+    assert trainer.ref_model is None  # no second copy
+    rollout = trainer.rollout(0)  # LoRA's B starts at zero: policy == reference
+    assert trainer._metrics["objective/kl"][-1] == 0.0
+    trainer.train()
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert all("lora_" in n or n.startswith("value_head") for n in trainable)
+    trainer.save_model(str(tmp_path / "out"))
+    adapter = tmp_path / "out" / "adapter" / "adapter_model.safetensors"
+    assert adapter.is_file() and any("lora_B" in k for k in load_file(str(adapter)))
+
+    tuned = trainer.model.policy.get_base_model().eval()
+    inputs = {"input_ids": rollout.codes[:, :-1], "text_features": rollout.text_features}
+    with torch.no_grad():
+        expected = tuned(**inputs).logits
+        loaded = PeftModel.from_pretrained(tiny_policy(), tmp_path / "out" / "adapter").eval()
+        torch.testing.assert_close(loaded.get_base_model()(**inputs).logits, expected, atol=1e-5, rtol=1e-5)
+        merged = loaded.merge_and_unload()
+        torch.testing.assert_close(merged(**inputs).logits, expected, atol=1e-5, rtol=1e-5)
+        with trainer.model.policy.disable_adapter():  # the reference: the base weights, untouched
+            torch.testing.assert_close(tuned(**inputs).logits, tiny_policy().eval()(**inputs).logits)
+
+
+def test_pareto_selects_the_front_of_each_prompt_and_only_it_gets_gradient(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path, cls=ParetoPPOTrainer, num_samples_per_token=4,
+                           per_device_train_batch_size=12)  # fmt: skip
+    rollout = trainer.rollout(0)
+    assert torch.equal(rollout.selected, grouped_non_dominated_mask(rollout.rewards, rollout.groups))
+    assert 0 < rollout.selected.sum() < len(rollout.selected)
+
+    def gradient(batch: Rollout) -> torch.Tensor:
+        trainer.model.zero_grad()
+        trainer.compute_loss(trainer.model, batch).backward()
+        return torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+
+    reference = gradient(rollout)
+    off = ~rollout.selected
+    noisy = copy.copy(rollout)  # scramble everything the loss reads for samples off the front
+    noisy.advantages = rollout.advantages.masked_fill(off[:, None], 1e3)
+    noisy.returns = rollout.returns.masked_fill(off[:, None], -1e3)
+    noisy.logprobs = rollout.logprobs.masked_fill(off[:, None], -5.0)
+    torch.testing.assert_close(gradient(noisy), reference)
+    on = copy.copy(rollout)
+    on.advantages = rollout.advantages.masked_fill(rollout.selected[:, None], 1e3)
+    assert not torch.allclose(gradient(on), reference)
+
+
+def test_resume_from_a_checkpoint_reproduces_the_next_steps(parts, tmp_path):
+    # a rollout is 4 steps; the checkpoint at step 3 falls inside one, so its rollout is saved with it
+    run = make_trainer(parts, tmp_path / "a", max_steps=6, save_strategy="steps", save_steps=3)
+    run.train()
+    losses = {h["step"]: h["loss"] for h in run.state.log_history if "loss" in h}
+    checkpoint = tmp_path / "a" / "checkpoint-3"
+    assert (checkpoint / "gpt" / "model.safetensors").is_file() and (checkpoint / "rollout_0.safetensors").is_file()
+    assert not (checkpoint / "training_args.bin").exists()  # nothing pickled
+
+    resumed = make_trainer(parts, tmp_path / "a", max_steps=6, save_strategy="steps", save_steps=3)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    again = {h["step"]: h["loss"] for h in resumed.state.log_history if "loss" in h}
+    assert {4, 5, 6} <= set(again)  # the history up to step 3 comes back with the checkpoint
+    for step in (4, 5, 6):
+        assert again[step] == pytest.approx(losses[step], abs=1e-6)
+    for name, value in params(resumed.model).items():
+        torch.testing.assert_close(value, params(run.model)[name])
+
+
+def test_a_missing_checkpoint_file_is_named(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path)
+    (tmp_path / "checkpoint-1").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"checkpoint-1/gpt: missing model\.safetensors"):
+        trainer._load_from_checkpoint(str(tmp_path / "checkpoint-1"))
+
+
+def test_nonfinite_rewards_leave_their_samples_out_and_are_counted(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path, scorer=LengthReward(nan_rows=[0, 5]), max_steps=4)
+    rollout = trainer.rollout(0)
+    assert not rollout.selected[[0, 5]].any() and rollout.selected.sum() == 10
+    assert torch.isfinite(rollout.advantages).all() and torch.isfinite(rollout.returns).all()
+    assert trainer._metrics["rollout/nonfinite_rewards"][-1] == 2
+    trainer.train()
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_a_nonfinite_loss_skips_the_update_and_is_logged(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path, max_steps=1)
+    rollout = trainer.rollout(0)
+    rollout.advantages = torch.full_like(rollout.advantages, float("nan"))
+    trainer._rollout = rollout
+    before = params(trainer.model)
+    trainer.train()
+    for name, value in params(trainer.model).items():
+        assert torch.equal(value, before[name]), name
+    assert trainer.state.log_history[0]["skipped/nonfinite_loss"] == 1
+
+
+def test_weighted_scalarization_and_reward_subsets(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path, reward_tokens=["none"], num_samples_per_token=6,
+                           rewards=["text_adherence", "motion_quality"], reward_scalarization="weighted",
+                           reward_weights=[1.0, 1.0])  # fmt: skip
+    rollout = trainer.rollout(0)
+    torch.testing.assert_close(rollout.scores, rollout.rewards[:, 0] + rollout.rewards[:, 1])
+    pareto = make_trainer(parts, tmp_path, cls=ParetoPPOTrainer, rewards=["text_adherence", "perception"],
+                          reward_tokens=["<mt>", "<perception>"], num_samples_per_token=3)  # fmt: skip
+    rollout = pareto.rollout(0)
+    assert torch.equal(rollout.selected, grouped_non_dominated_mask(rollout.rewards[:, [0, 2]], rollout.groups))
+
+
+def test_separate_critic_trains_its_own_transformer(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path, critic="separate", max_steps=2)  # its head starts at 0: step 2 reaches it
+    before = params(trainer.model)
+    trainer.train()
+    after = params(trainer.model)
+    assert any(n.startswith("value_model.") and not torch.equal(before[n], after[n]) for n in before)
+    trainer.save_model(str(tmp_path / "out"))
+    assert any(k.startswith("value_model.") for k in load_file(str(tmp_path / "out" / "value.safetensors")))
+
+
+def test_masked_mean_of_an_empty_mask_is_zero_and_keeps_the_graph():
+    values = torch.randn(3, 4, requires_grad=True)
+    out = masked_mean(values, torch.zeros(3, 4))
+    out.backward()
+    assert out.item() == 0.0 and torch.equal(values.grad, torch.zeros(3, 4))
+
+
+def test_prompt_set_sources(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path)
+    assert isinstance(trainer.prompts, PromptSet) and trainer.prompts.texts == PROMPTS
+    first, second = trainer.rollout_prompts(0), trainer.rollout_prompts(1)
+    assert len(set(first) | set(second)) == 4  # one epoch: a permutation without repeats
