@@ -139,10 +139,12 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
             per_rep[REAL_ROW][key].append(value)
         bar.update()
         for name, pipeline in generators.items():
+            # every generator gets the same stream: same R-precision batches and diversity pairs (paired rows)
+            generator_rng = np.random.default_rng([settings.seed, rep, 1])
             sample = pipeline(captions, temperature=settings.temperature, seed=settings.seed * 1000 + rep)
             generated = judge.motions(sample.features, sample.lengths)
             for key, value in _set_metrics(
-                text_emb, generated["embedding"], real_emb, generated, settings, rng
+                text_emb, generated["embedding"], real_emb, generated, settings, generator_rng
             ).items():
                 per_rep[name][key].append(value)
             bar.update()
