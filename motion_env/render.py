@@ -1,4 +1,4 @@
-"""Draw joint motions as stick figures: GIF, MP4, a contact sheet, and a CLI over a dataset.
+"""Draw joint motions as stick figures: GIF, MP4, side-by-side GIF, a contact sheet, and a CLI over a dataset.
 
 Frames are drawn with PIL, in a fixed palette, from one camera per clip: an orthographic view
 from the front-left and above (a body facing +Z shows its front, its left side (+X) on the
@@ -223,6 +223,50 @@ def render_gif(joints, path: str | os.PathLike, *, caption: str | None = None, f
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
     frames = render_frames(joints, caption=caption, fps=fps, size=size)
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
+                       duration=round(1000 / fps), loop=0)  # fmt: skip
+    return Path(path)
+
+
+def render_comparison_gif(clips: Sequence[tuple[np.ndarray, str | None]], path: str | os.PathLike, *,
+                          fps: float = FPS, size: tuple[int, int] = (320, 320), title: str | None = None) -> Path:  # fmt: skip
+    """Write one looping GIF of clips side by side, e.g. a base and a fine-tuned motion of one prompt.
+
+    Args:
+        clips: ``(joints (T, 22, 3), caption)`` per panel, left to right; each panel has its own camera.
+        path: the GIF to write (atomically; its folder must exist).
+        fps: frame rate of every clip.
+        size: ``(width, height)`` of one panel; the GIF is ``len(clips) × width`` wide.
+        title: a line across the top of all panels (e.g. the prompt), or None.
+
+    The GIF runs as long as the longest clip; shorter clips hold their last frame.
+    """
+    if len(clips) == 0:
+        raise ValueError("render_comparison_gif: clips is empty")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    panels = [render_frames(joints, caption=caption, fps=fps, size=size) for joints, caption in clips]
+    width, height = panels[0][0].size
+    font = _font(max(9, round(min(width, height) / 24)))
+    title_lines = _wrap(title, font, len(panels) * width - 8, max_lines=2) if title else []
+    line_height = font.getbbox("Ag")[3] + 2
+    top = 6 + line_height * len(title_lines) if title_lines else 0
+
+    # Everything but the panels is drawn once; each frame pastes the panels onto a copy.
+    canvas = _palette_image((len(panels) * width, top + height))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(title_lines):
+        draw.text((4, 3 + i * line_height), line, fill=_INK["text"], font=font)
+    frames = []
+    for t in range(max(len(panel) for panel in panels)):
+        frame = canvas.copy()
+        for i, panel in enumerate(panels):
+            frame.paste(panel[min(t, len(panel) - 1)], (i * width, top))
+        separators = ImageDraw.Draw(frame)
+        for i in range(1, len(panels)):
+            separators.line([(i * width, top), (i * width, top + height)], fill=_INK["grid"], width=1)
+        frames.append(frame)
     with atomic_path(path) as tmp:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
                        duration=round(1000 / fps), loop=0)  # fmt: skip

@@ -6,7 +6,16 @@ import pytest
 from PIL import Image
 
 from motion_env import render
-from motion_env.render import PALETTE, contact_sheet, main, mp4_available, render_frames, render_gif, render_mp4
+from motion_env.render import (
+    PALETTE,
+    contact_sheet,
+    main,
+    mp4_available,
+    render_comparison_gif,
+    render_frames,
+    render_gif,
+    render_mp4,
+)
 from motion_env.rotations import axis_angle_to_quat
 from motion_env.skeleton import NUM_JOINTS, forward_kinematics, rest_joints
 
@@ -31,6 +40,25 @@ def test_gif_has_every_frame_at_the_requested_size(tmp_path):
         assert gif.size == (200, 160)
         assert gif.n_frames == 30
         assert gif.info["loop"] == 0 and gif.info["duration"] == 50
+
+
+def test_comparison_gif_is_panels_side_by_side_as_long_as_the_longest_clip(tmp_path):
+    short, long = walking_joints(num_frames=12, seed=1), walking_joints(num_frames=20, seed=2)
+    path = render_comparison_gif([(short, "base"), (long, "fine-tuned")], tmp_path / "pair.gif",
+                                 size=(120, 100), title="a person walks forward")  # fmt: skip
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    with Image.open(path) as gif:
+        assert gif.n_frames == 20 and gif.info["loop"] == 0
+        assert gif.width == 2 * 120 and gif.height > 100  # the title sits above the panels
+        gif.seek(11)
+        held = np.asarray(gif.convert("RGB"))[:, :120]
+        gif.seek(19)
+        assert np.array_equal(np.asarray(gif.convert("RGB"))[:, :120], held)  # the short clip holds its last frame
+    untitled = render_comparison_gif([(short, None)] * 3, tmp_path / "three.gif", size=(64, 64))
+    with Image.open(untitled) as gif:
+        assert gif.size == (3 * 64, 64) and gif.n_frames == 12
+    with pytest.raises(ValueError, match="empty"):
+        render_comparison_gif([], tmp_path / "none.gif")
 
 
 def _centroid_x(frame: Image.Image, colour: str) -> float:

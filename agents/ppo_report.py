@@ -1,0 +1,359 @@
+"""The before/after report of a fine-tuning run: base model against fine-tuned model.
+
+``write_report`` fills one folder:
+
+- ``report.json``: everything below, machine-readable;
+- ``report.md``: the same for people, with the figures embedded;
+- ``pareto_front.png``: both models' reward vectors and Pareto fronts, projected pairwise;
+- ``gifs/<i>_<caption>.gif``: base and fine-tuned motion of one test caption side by side.
+
+Two measurements go in. The evaluation protocol (:func:`agents.evaluation.evaluate`, held-out
+evaluator) gives R-precision, FID, MM-Dist, Diversity, perception, foot skating and jerk as
+``mean ± ci95`` over repetitions, both models on the same caption draws, R-precision batches and
+diversity pairs. The reward vectors are the scorer's normalised
+(text adherence, motion quality, perception) of one motion per test caption, the caption's own
+test motion as ground truth; per model they give the mean vector, its hypervolume above the
+origin, the hypervolume of all samples and the size of their Pareto front.
+
+The verdict compares the fine-tuned model with the base: top-1 R-precision and perception count
+as above the base when the mean difference exceeds the sum of the two 95% half-intervals, and FID
+as not worse while ``fid_tuned <= fid_base + ci_base + ci_tuned``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from agents.evaluation import REAL_ROW, EvaluationSettings, MotionJudge, TestSet, evaluate
+from agents.pareto import hypervolume, non_dominated_mask
+from agents.plots import plot_reward_front
+from motion_env.export import atomic_path
+from motion_env.render import render_comparison_gif
+from reward_models.metrics import evaluation_table, summarize
+from reward_models.rewards import REWARD_NAMES
+
+REPORT_JSON, REPORT_MD, FRONT_PNG, GIF_DIR = "report.json", "report.md", "pareto_front.png", "gifs"
+
+
+def _help(text: str, **kwargs):
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class ReportSettings:
+    """How much measuring the report does; the defaults take a few minutes on a CPU."""
+
+    repetitions: int = _help("Repetitions of the evaluation protocol (the paper's 20).", default=5)
+    reward_prompts: int = _help("Test captions (one per clip, seeded) scored for the reward vectors.", default=64)
+    num_gifs: int = _help("Side-by-side GIFs, of the first reward prompts.", default=4)
+    temperature: float = _help("Sampling temperature of both models everywhere in the report.", default=1.0)
+    seed: int = _help("Seed of the caption draws and of generation (the same for both models).", default=0)
+    batch_size: int = _help("R-precision batch (the protocol's 32).", default=32)
+    max_clips: int | None = _help(
+        "Evaluate on this many test clips (seeded subset) instead of all; for quick runs. Diversity then uses "
+        "at most this many pairs instead of the protocol's 300.",
+        default=None,
+    )
+
+    def __post_init__(self):
+        for name in ("repetitions", "reward_prompts", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ReportSettings.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.num_gifs <= self.reward_prompts:
+            raise ValueError(f"ReportSettings.num_gifs must lie in [0, reward_prompts={self.reward_prompts}], "
+                             f"got {self.num_gifs}")  # fmt: skip
+        if self.max_clips is not None and self.max_clips < self.batch_size:
+            raise ValueError(f"ReportSettings.max_clips={self.max_clips} is below batch_size={self.batch_size}: "
+                             "R-precision needs at least one full batch of clips")  # fmt: skip
+
+
+def _subset(test_set: TestSet, count: int | None, seed: int) -> TestSet:
+    """``count`` clips of the test set (a seeded draw, in the original order); all when None."""
+    if count is None or count >= len(test_set):
+        return test_set
+    keep = np.sort(np.random.default_rng([seed, 1]).choice(len(test_set), count, replace=False))
+    subset = copy.copy(test_set)
+    subset.clip_ids = [test_set.clip_ids[i] for i in keep]
+    subset.captions = [test_set.captions[i] for i in keep]
+    subset.motions = [test_set.motions[i] for i in keep]
+    return subset
+
+
+def _reward_prompts(test_set: TestSet, count: int, seed: int) -> tuple[list[str], list[np.ndarray]]:
+    """``count`` distinct clips (at most all), one caption each, and each clip's motion as ground truth."""
+    rng = np.random.default_rng([seed, 2])
+    clips = rng.choice(len(test_set), min(count, len(test_set)), replace=False)
+    captions = [test_set.captions[i][int(rng.integers(len(test_set.captions[i])))] for i in clips]
+    return captions, [test_set.motions[i] for i in clips]
+
+
+def _reward_summary(rewards: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Mean normalised reward vector with 95% intervals, hypervolumes and front of ``(N, 3)`` rewards."""
+    mean, ci = summarize(rewards.double().cpu().numpy())
+    front = non_dominated_mask(rewards)
+    return {
+        "mean": dict(zip(REWARD_NAMES, mean.tolist())),
+        "ci95": dict(zip(REWARD_NAMES, ci.tolist())),
+        # A single point above the origin: the product of its coordinates, 0 unless all are positive.
+        "hypervolume_of_mean": hypervolume(mean[None]),
+        "hypervolume_of_samples": hypervolume(rewards),
+        "front_size": int(front.sum()),
+        "num_samples": len(rewards),
+    }, front
+
+
+def _slug(text: str, max_chars: int = 40) -> str:
+    """A short file-name part of a caption: lower-case words joined by '-', cut at a word."""
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    slug = ""
+    for word in words:
+        if len(slug) + len(word) + 1 > max_chars:
+            break
+        slug = f"{slug}-{word}" if slug else word
+    return slug or (words[0][:max_chars] if words else "motion")
+
+
+def _row_cells(row: dict) -> dict:
+    return {metric: {"mean": mean, "ci95": ci} for metric, (mean, ci) in row.items()}
+
+
+def _compare(base: tuple[float, float], tuned: tuple[float, float], higher_is_better: bool) -> dict:
+    difference, margin = tuned[0] - base[0], base[1] + tuned[1]
+    out = {"base": base[0], "tuned": tuned[0], "difference": difference, "ci95_sum": margin}
+    if higher_is_better:
+        out["above"] = bool(difference > margin)
+    else:
+        out["limit"] = base[0] + margin
+        out["not_worse"] = bool(tuned[0] <= out["limit"])
+    return out
+
+
+def _verdict(rows: dict, base: str, tuned: str) -> dict:
+    verdict = {
+        "top1": _compare(rows[base]["top1"], rows[tuned]["top1"], higher_is_better=True),
+        "perception": _compare(rows[base]["perception"], rows[tuned]["perception"], higher_is_better=True),
+        "fid": _compare(rows[base]["fid"], rows[tuned]["fid"], higher_is_better=False),
+    }
+    verdict["improved"] = verdict["top1"]["above"] and verdict["perception"]["above"] and verdict["fid"]["not_worse"]
+    return verdict
+
+
+def _render_gifs(out_dir: Path, captions, motions, names, rewards, count: int, progress: bool) -> list[str]:
+    """Side-by-side GIFs of the first ``count`` prompts; returns their paths relative to ``out_dir``."""
+    (out_dir / GIF_DIR).mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in tqdm(range(count), desc="gifs", disable=not progress):
+        clips = []
+        for name, motion, reward in zip(names, motions, rewards):
+            label = ", ".join(f"{value:.2f}" for value in reward[i].tolist())
+            clips.append((motion.joints[i, : int(motion.lengths[i])].cpu().numpy(), f"{name}: rewards ({label})"))
+        relative = f"{GIF_DIR}/{i}_{_slug(captions[i])}.gif"
+        render_comparison_gif(clips, out_dir / relative, title=captions[i])
+        files.append(relative)
+    return files
+
+
+def _json_value(value):
+    """JSON for what a ``training`` summary may hold beyond plain types: numpy/torch numbers, paths."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"report.json cannot hold a {type(value).__name__}: {value!r}")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings: ReportSettings | None = None,
+                 training: dict | None = None, names: tuple[str, str] = ("MotionGPT (base)", "MotionRL (fine-tuned)"),
+                 progress: bool = True) -> dict:  # fmt: skip
+    """Measure ``base`` and ``tuned`` (``TextToMotionPipeline``s) and write the report into ``out_dir``.
+
+    Args:
+        out_dir: the report's folder (created).
+        base, tuned: the models before and after fine-tuning.
+        scorer: the ``RewardScorer`` of the reward vectors; its converter and critic give the
+            evaluation's perception column.
+        evaluator: the held-out evaluation encoder (``reward_models.load_evaluator``).
+        data_dir: a HumanML3D-layout dataset; its test split is used.
+        settings: how much to measure (``ReportSettings()`` when None).
+        training: a summary of the fine-tuning run (steps, wall time, final metrics, ...), reported as given.
+        names: row names of the two models.
+
+    Returns:
+        The content of ``report.json``.
+    """
+    start = time.time()
+    settings = settings or ReportSettings()
+    names = tuple(names)
+    if len(names) != 2 or names[0] == names[1] or REAL_ROW in names:
+        raise ValueError(f"names must be two distinct row names other than {REAL_ROW!r}, got {names}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    test_set = _subset(TestSet(data_dir, "test"), settings.max_clips, settings.seed)
+
+    # a. the evaluation protocol
+    evaluation_settings = EvaluationSettings(
+        repetitions=settings.repetitions, mm_repetitions=0, batch_size=settings.batch_size,
+        diversity_pairs=min(EvaluationSettings.diversity_pairs, len(test_set)),
+        temperature=settings.temperature, seed=settings.seed,
+    )  # fmt: skip
+    judge = MotionJudge(evaluator, scorer.converter, scorer.critic)
+    # both models see the same captions, R-precision batches and diversity pairs: a paired comparison
+    rows = evaluate(dict(zip(names, (base, tuned))), judge, test_set, evaluation_settings, progress=progress)["rows"]
+
+    # b. reward vectors: the same captions and seed for both models
+    captions, ground_truth = _reward_prompts(test_set, settings.reward_prompts, settings.seed)
+    motions, rewards, summaries, fronts = [], [], {}, {}
+    for name, pipeline in tqdm(zip(names, (base, tuned)), total=2, desc="reward vectors", disable=not progress):
+        motion = pipeline(captions, temperature=settings.temperature, seed=settings.seed)
+        reward = scorer(motion.features, motion.lengths, captions, ground_truth).rewards.cpu()  # (N, 3)
+        summaries[name], fronts[name] = _reward_summary(reward)
+        motions.append(motion)
+        rewards.append(reward)
+
+    # c. and d. the figures
+    with atomic_path(out_dir / FRONT_PNG) as tmp:
+        plot_reward_front({name: (reward.numpy(), fronts[name].numpy()) for name, reward in zip(names, rewards)},
+                          tmp, title="Normalised reward vectors, one motion per test caption")  # fmt: skip
+    gifs = _render_gifs(out_dir, captions, motions, names, rewards, min(settings.num_gifs, len(captions)), progress)
+
+    # e. the report
+    report = {
+        "models": {"base": names[0], "tuned": names[1]},
+        "data_dir": str(data_dir),
+        "num_test_clips": len(test_set),
+        "evaluation": {
+            "rows": {name: _row_cells(row) for name, row in rows.items()},
+            "settings": asdict(evaluation_settings),
+        },
+        "reward_vectors": {
+            "reward_names": list(REWARD_NAMES),
+            "normalised": True,
+            "hypervolume_reference": [0.0] * len(REWARD_NAMES),
+            "prompts": captions,
+            "models": summaries,
+        },
+        "verdict": _verdict(rows, *names),
+        "files": {"json": REPORT_JSON, "markdown": REPORT_MD, "pareto_front": FRONT_PNG, "gifs": gifs},
+        "settings": asdict(settings),
+        "training": training,
+        "wall_time_s": time.time() - start,
+    }
+    _write_atomic(out_dir / REPORT_JSON, json.dumps(report, indent=2, default=_json_value) + "\n")
+    _write_atomic(out_dir / REPORT_MD, _markdown(report, rows, captions))
+    return report
+
+
+# ---- the Markdown page ------------------------------------------------------------------------
+
+
+def _number(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _verdict_lines(verdict: dict, base: str, tuned: str) -> list[str]:
+    def line(metric: str, label: str) -> str:
+        v = verdict[metric]
+        numbers = f"{tuned} {v['tuned']:.4f} vs {base} {v['base']:.4f}"
+        if "above" in v:
+            result = "is above" if v["above"] else "is not above"
+            return (f"- {label}: {numbers}; the difference {v['difference']:+.4f} {result} the base beyond noise "
+                    f"(it must exceed the sum of the 95% half-intervals, {v['ci95_sum']:.4f}).")  # fmt: skip
+        result = "not worse" if v["not_worse"] else "worse"
+        return (f"- {label}: {numbers}; {result} beyond its interval (the limit is base + both 95% half-intervals "
+                f"= {v['limit']:.4f}).")  # fmt: skip
+
+    lines = [line("top1", "Top-1 R-precision"), line("perception", "Perception"), line("fid", "FID (lower is better)")]
+    overall = "holds" if verdict["improved"] else "does not hold"
+    lines.append(f"\nOverall, the claim that fine-tuning raised top-1 R-precision and perception without a worse FID "
+                 f"**{overall}**.")  # fmt: skip
+    return lines
+
+
+def _markdown(report: dict, rows: dict, captions: list[str]) -> str:
+    base, tuned = report["models"]["base"], report["models"]["tuned"]
+    settings, vectors = report["settings"], report["reward_vectors"]
+    evaluation_settings = report["evaluation"]["settings"]
+    lines = [
+        f"# Fine-tuning report: {tuned} against {base}",
+        "",
+        "## How this was measured",
+        "",
+        f"- Test split of `{report['data_dir']}`: {report['num_test_clips']} clips.",
+        f"- Evaluation protocol with the held-out evaluator: {settings['repetitions']} repetitions, one caption per "
+        f"clip each, R-precision in batches of {settings['batch_size']}, Diversity over "
+        f"{evaluation_settings['diversity_pairs']} pairs, MultiModality not run; both models on the same caption "
+        "draws, batches and pairs; cells are mean ±95% half-interval.",
+        f"- Reward vectors: {len(captions)} test captions, one motion each per model, scored by the reward scorer "
+        "(normalised, the caption's test motion as ground truth).",
+        f"- Sampling temperature {settings['temperature']}, seed {settings['seed']} (the same for both models); "
+        f"written in {report['wall_time_s']:.0f} s.",
+        "",
+        "## Evaluation",
+        "",
+        evaluation_table(rows),
+        "",
+        "Higher is better for R-precision and perception, lower for FID, MM-Dist, foot skating and jerk; "
+        f"Diversity should be close to the {REAL_ROW.lower()} row. MultiModality is not measured here.",
+        "",
+        "## Reward vectors",
+        "",
+        "| Model | " + " | ".join(name.replace("_", " ") for name in vectors["reward_names"])
+        + " | HV of the mean vector | HV of the samples | Pareto front |",
+        "|---" * (len(vectors["reward_names"]) + 4) + "|",
+    ]  # fmt: skip
+    for name, summary in vectors["models"].items():
+        cells = [f"{summary['mean'][k]:.3f} ±{summary['ci95'][k]:.3f}" for k in vectors["reward_names"]]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {summary['hypervolume_of_mean']:.4f} | "
+                     f"{summary['hypervolume_of_samples']:.4f} | {summary['front_size']} of {summary['num_samples']} |")  # fmt: skip
+    lines += [
+        "",
+        "Means are over the samples, ±1.96·std/√N. HV is the hypervolume above the origin (0, 0, 0) of normalised "
+        "rewards: of the mean vector, the volume of the box from the origin to it (the product of its three "
+        "coordinates, 0 unless all are positive); of the samples, the volume their union of such boxes covers. "
+        "The Pareto front counts the samples no other sample of the same model dominates.",
+        "",
+        f"![Reward vectors and Pareto fronts]({report['files']['pareto_front']})",
+        "",
+        "## Verdict",
+        "",
+        *_verdict_lines(report["verdict"], base, tuned),
+    ]
+    if report["files"]["gifs"]:
+        lines += ["", "## Samples", "", f"Left {base}, right {tuned}; the same caption and seed.", ""]
+        for caption, gif in zip(captions, report["files"]["gifs"]):
+            lines += [f"**{caption}** ([{gif}]({gif}))", "", f"![{caption}]({gif})", ""]
+    if report["training"]:
+        lines += ["", "## Training", "", "| | |", "|---|---|"]
+        lines += [f"| {key} | {_number(value)} |" for key, value in _flatten(report["training"]).items()]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+__all__ = ["ReportSettings", "write_report"]
