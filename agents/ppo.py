@@ -97,7 +97,12 @@ class MotionPPOConfig(TrainingArguments):
     cliprange: float = _help("ε of the clipped policy loss (Eq. 9).", default=0.2)
     cliprange_value: float = _help("Clip range of the value loss (Eq. 10).", default=0.2)
     vf_coef: float = _help("Weight of the value loss.", default=0.1)
-    whiten_advantages: bool = _help("Whiten advantages over a rollout's selected tokens.", default=True)
+    whiten_advantages: bool = _help("Whiten advantages over a rollout's tokens.", default=True)
+    score_normalization: str = _help(
+        "'none' (the paper) or 'group': standardise each sample's scalar reward within its prompt's samples "
+        "before it enters the returns, which takes the prompt's difficulty out of the advantage.",
+        default="none",
+    )
     whiten_rewards: bool = _help("Whiten the per-token rewards before GAE.", default=False)
     critic: str = _help(
         "'head': a value head on the policy's hidden states; 'separate': its own transformer, initialised from "
@@ -142,6 +147,8 @@ class MotionPPOConfig(TrainingArguments):
             )
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        if self.score_normalization not in ("none", "group"):
+            raise ValueError(f"score_normalization must be 'none' or 'group', got {self.score_normalization!r}")
         if self.critic not in ("head", "separate"):
             raise ValueError(f"critic must be 'head' or 'separate', got {self.critic!r}")
         for name in ("num_prompts_per_rollout", "num_samples_per_token", "num_ppo_epochs"):
@@ -244,6 +251,17 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
     var = (((values - mean) * mask) ** 2).sum() / (count - 1).clamp(min=1)
     whitened = (values - mean) * torch.rsqrt(var + 1e-8)
     return whitened if shift_mean else whitened + mean
+
+
+def group_standardize(scores: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(score − mean of its group) / std of its group, over the ``valid`` samples (R,) -> (R,)."""
+    num_groups = int(groups.max()) + 1
+    weight = valid.float()
+    count = torch.zeros(num_groups, device=scores.device).index_add_(0, groups, weight).clamp(min=1)
+    mean = torch.zeros(num_groups, device=scores.device).index_add_(0, groups, scores * weight) / count
+    centred = (scores - mean[groups]) * weight
+    var = torch.zeros(num_groups, device=scores.device).index_add_(0, groups, centred**2) / (count - 1).clamp(min=1)
+    return centred * torch.rsqrt(var[groups] + 1e-8)
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
@@ -486,7 +504,8 @@ class MotionPPOTrainer(Trainer):
         kl = kl_penalty(logprobs, ref_logprobs, args.kl_estimator) * action_mask
         token_rewards = -args.kl_coef * kl
         last = (action_mask.sum(-1).long() - 1).clamp(min=0)
-        token_rewards[torch.arange(len(rows), device=device), last] += scores
+        terminal = group_standardize(scores, groups, finite) if args.score_normalization == "group" else scores
+        token_rewards[torch.arange(len(rows), device=device), last] += terminal
         # Whitening statistics come from every finite sample, not from the selected ones only: the
         # front's advantages stay mostly positive, so the update moves toward the front (Eq. 7).
         valid = action_mask * finite[:, None].float()

@@ -329,3 +329,13 @@ def test_prompt_set_sources(parts, tmp_path):
     assert isinstance(trainer.prompts, PromptSet) and trainer.prompts.texts == PROMPTS
     first, second = trainer.rollout_prompts(0), trainer.rollout_prompts(1)
     assert len(set(first) | set(second)) == 4  # one epoch: a permutation without repeats
+
+
+def test_group_standardize_takes_each_prompts_mean_and_scale_out():
+    from agents.ppo import group_standardize
+
+    scores = torch.tensor([1.0, 2.0, 3.0, 10.0, 30.0, float("nan")])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    valid = torch.tensor([True, True, True, True, True, False])
+    out = group_standardize(torch.nan_to_num(scores), groups, valid)
+    torch.testing.assert_close(out, torch.tensor([-1.0, 0.0, 1.0, -2**-0.5, 2**-0.5, 0.0]), atol=1e-4, rtol=0)
