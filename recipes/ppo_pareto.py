@@ -1,39 +1,168 @@
-"""Main job: Pareto-filtered multi-reward PPO fine-tuning of a text-to-motion generator.
+"""Main job: Pareto-filtered multi-reward PPO fine-tuning of a text-to-motion generator (MotionRL).
 
 ``accelerate launch recipes/ppo_pareto.py``
 
-The trainer, the generator and the rewards are not implemented yet. What runs today is the
-first stage of the job: building the embedded default dataset (procedural text-motion pairs in
-HumanML3D's layout) that every later stage trains on.
+With no argument it fine-tunes the shipped default bundle (``checkpoints/default``) on prompts of
+the procedural training split with the settings of ``recipes/configs/ppo_pareto.yaml`` (sized for
+a laptop CPU), then evaluates base and fine-tuned model on the test split with the held-out
+evaluator and writes to ``--output_dir`` (default ``outputs/ppo_pareto``):
+
+- ``gpt/`` (or ``adapter/`` with ``--use_peft``), ``value.safetensors``, ``bundle.json``: the
+  fine-tuned model, loadable with ``TextToMotionPipeline.from_pretrained(output_dir)``;
+- ``runs/``: TensorBoard logs of the PPO metrics;
+- ``report.md`` / ``report.json``: before/after table, reward vectors and hypervolumes,
+  ``pareto_front.png`` and ``gifs/``.
+
+Any field of ``MotionPPOConfig`` (``transformers.TrainingArguments`` included) and TRL's
+``ModelConfig`` (``--use_peft``, ``--lora_r``, ...) is a flag or a key of a ``--config`` YAML;
+flags override the file. Other configs: ``recipes/configs/`` (baselines of the ablations).
+
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/ppo_pareto.py \\
+        --config my_run.yaml --model_dir bundles/humanml3d --humanml3d_dir data/HumanML3D
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import sys
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "ppo_pareto.yaml"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class ScriptArguments:
+    model_dir: str | None = field(
+        default=None, metadata={"help": "Bundle with gpt/, vqvae/, rewards/, evaluator/ (default: the shipped one)."}
+    )
+    data_dir: str = field(
+        default="data/procedural", metadata={"help": "Procedural dataset (generated there when missing)."}
+    )
+    humanml3d_dir: str | None = field(
+        default=None, metadata={"help": "A HumanML3D directory: prompts from its train split, evaluation on its test."}
+    )
+    selection: str = field(
+        default="pareto", metadata={"help": "'pareto' (MotionRL) or 'all' (plain PPO, the ablations' baseline)."}
+    )
+    report: bool = field(default=True, metadata={"help": "Evaluate base and fine-tuned model and write the report."})
+    eval_repetitions: int = field(default=5, metadata={"help": "Evaluation repetitions in the report."})
+    eval_max_clips: int | None = field(default=None, metadata={"help": "Evaluate on at most this many test clips."})
+    eval_batch_size: int = field(
+        default=32, metadata={"help": "R-precision batch of the evaluation (the protocol's 32)."}
+    )
+    reward_prompts: int = field(default=64, metadata={"help": "Test prompts whose reward vectors the report plots."})
+    num_gifs: int = field(default=4, metadata={"help": "Prompts rendered before/after as GIFs."})
+
+
+def _use_cpu_for_process_groups() -> None:
+    """Several processes on a machine without a GPU run on the CPU with gloo (accelerate needs to be told)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["ACCELERATE_USE_CPU"] = "true"  # the launcher may have set it to false
+
+
+def parse(argv: list[str] | None):
+    from trl import ModelConfig, TrlParser
+
+    from agents.ppo import MotionPPOConfig
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in argv:
+        argv = ["--config", str(DEFAULT_CONFIG), *argv]
+    parser = TrlParser((ScriptArguments, MotionPPOConfig, ModelConfig))
+    script, args, model_args = parser.parse_args_and_config(args=argv)
+    if script.selection not in ("pareto", "all"):
+        parser.error(f"--selection must be 'pareto' or 'all', got {script.selection!r}")
+    return script, args, model_args
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="data/procedural", help="dataset directory (HumanML3D layout)")
-    parser.add_argument("--num-clips", type=int, default=2000, help="clips to generate when --data is empty")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    _use_cpu_for_process_groups()
+    script, args, model_args = parse(argv)
+    start = time.time()
 
+    from accelerate import PartialState
+    from trl import get_peft_config
+
+    from agents.pipeline import BUNDLE_RECORD, TextToMotionPipeline, default_checkpoint_dir, load_policy
+    from agents.ppo import MotionPPOTrainer, ParetoPPOTrainer
     from motion_env.datasets import load_humanml3d
-    from motion_env.procedural import generate_dataset
+    from motion_env.emission import default_parts
+    from motion_env.procedural import ensure_dataset
 
-    data = Path(args.data)
-    if not (data / "train.txt").is_file():
-        print(f"building the embedded default dataset in {data} ({args.num_clips} clips, seed {args.seed})")
-        generate_dataset(data, args.num_clips, args.seed, overwrite=data.exists())
-    train = load_humanml3d(data, "train")
-    print(f"dataset ready: {len(train)} training captions over {len(set(train['clip_id']))} clips in {data}")
-    print("PPO fine-tuning is not implemented yet: the generator, rewards and trainer come next.")
-    return 0
+    bundle = Path(script.model_dir) if script.model_dir else default_checkpoint_dir()
+    for part in ("gpt", "vqvae", "rewards"):
+        if not (bundle / part).is_dir():
+            raise FileNotFoundError(
+                f"--model_dir {bundle}: missing {part}/; give a bundle directory with gpt/, vqvae/, rewards/ and "
+                "evaluator/ (the shipped one is checkpoints/default; `python recipes/build_default.py` rebuilds it)"
+            )
+    state = PartialState()
+    with state.main_process_first():  # one process builds the procedural data, the others wait for it
+        data_dir = Path(script.humanml3d_dir) if script.humanml3d_dir else ensure_dataset(script.data_dir)
+    prompts = load_humanml3d(data_dir, "train")
+
+    text_encoder, tokenizer, scorer = default_parts(bundle, device=state.device)
+    policy = load_policy(bundle)
+    peft_config = None
+    if model_args.use_peft:
+        model_args.lora_target_modules = model_args.lora_target_modules or LORA_TARGETS
+        peft_config = get_peft_config(model_args)
+    trainer_class = ParetoPPOTrainer if script.selection == "pareto" else MotionPPOTrainer
+    trainer = trainer_class(policy, args, prompts, text_encoder, tokenizer, scorer, peft_config=peft_config)
+    if state.is_main_process:
+        print(f"{trainer_class.__name__}: {args.max_steps} steps, rollouts of {args.rollout_size} samples × "
+              f"{state.num_processes} process(es), {len(prompts)} training prompts from {data_dir}")  # fmt: skip
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(args.output_dir)
+    in_sync = trainer.weights_in_sync()
+    output_dir = Path(args.output_dir)
+    training = {
+        "trainer": trainer_class.__name__,
+        "steps": trainer.state.global_step,
+        "rollouts": trainer.state.global_step * args.gradient_accumulation_steps // args.steps_per_rollout,
+        "samples_per_rollout": args.rollout_size * state.num_processes,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "num_processes": state.num_processes,
+        "weights_identical_across_processes": in_sync,
+        "use_peft": bool(model_args.use_peft),
+        "log_history": trainer.state.log_history,
+    }
+    if state.is_main_process:
+        (output_dir / BUNDLE_RECORD).write_text(json.dumps({"base": str(bundle.resolve())}, indent=2) + "\n")
+        (output_dir / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+        if script.report:
+            from agents.ppo_report import ReportSettings, write_report
+            from reward_models import load_evaluator
+
+            tuned = trainer.accelerator.unwrap_model(trainer.model).policy
+            tuned = tuned.get_base_model() if hasattr(tuned, "get_base_model") else tuned  # LoRA stays active
+            base_pipe = TextToMotionPipeline(load_policy(bundle).to(state.device), tokenizer, text_encoder)
+            tuned_pipe = TextToMotionPipeline(tuned, tokenizer, text_encoder)
+            settings = ReportSettings(repetitions=script.eval_repetitions, reward_prompts=script.reward_prompts,
+                                      num_gifs=script.num_gifs, seed=args.seed, max_clips=script.eval_max_clips,
+                                      batch_size=script.eval_batch_size)  # fmt: skip
+            summary = {key: value for key, value in training.items() if key != "log_history"}
+            summary["command"] = " ".join(["recipes/ppo_pareto.py", *(sys.argv[1:] if argv is None else argv)])
+            summary["settings"] = {"script": asdict(script), "model": asdict(model_args)}
+            report = write_report(output_dir, base=base_pipe, tuned=tuned_pipe, scorer=scorer,
+                                  evaluator=load_evaluator(bundle / "evaluator"), data_dir=data_dir, settings=settings,
+                                  training=summary)  # fmt: skip
+            verdict = report["verdict"]
+            print(f"report: {output_dir / 'report.md'}; fine-tuned above base beyond noise on top-1 R-precision: "
+                  f"{verdict['top1']['above']}, on perception: {verdict['perception']['above']}; FID not worse: "
+                  f"{verdict['fid']['not_worse']}")  # fmt: skip
+        print(f"wrote {output_dir} in {time.time() - start:.0f} s (weights identical across "
+              f"{state.num_processes} process(es): {in_sync})")  # fmt: skip
+    state.wait_for_everyone()
+    return 0 if in_sync else 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 RECIPES = Path(__file__).parents[2] / "recipes"
@@ -102,3 +103,66 @@ def test_default_bundle_is_small_and_generates_with_no_model_argument(tmp_path):
     result = _run("generate.py", "--text", "a person waves with the left hand", "--out", tmp_path / "wave.gif")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "wave.gif").is_file() and (tmp_path / "wave_joints.npy").is_file()
+
+
+# ---- the main job on the tiny bundle ----
+
+TINY_CONFIG = RECIPES / "configs" / "tiny.yaml"
+
+
+def _ppo(tiny_bundle, out, *args, launcher=None, timeout=600):
+    command = [*(launcher or [sys.executable]), str(RECIPES / "ppo_pareto.py"), "--config", str(TINY_CONFIG),
+               "--model_dir", str(tiny_bundle), "--data_dir", str(tiny_bundle / "work" / "data"),
+               "--output_dir", str(out), *map(str, args)]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def test_main_job_fine_tunes_and_writes_model_logs_and_report(tiny_bundle, tmp_path):
+    out = tmp_path / "ppo"
+    result = _ppo(tiny_bundle, out, "--report_to", "tensorboard", "--eval_batch_size", "4", "--reward_prompts", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "gpt" / "model.safetensors").is_file() and (out / "value.safetensors").is_file()
+    assert list((out / "runs").rglob("events.out.tfevents.*"))
+    report = json.loads((out / "report.json").read_text())
+    assert report["training"]["steps"] == 4 and report["training"]["weights_identical_across_processes"]
+    assert {"MotionGPT (base)", "MotionRL (fine-tuned)"} <= set(report["evaluation"]["rows"])
+    assert (out / "report.md").is_file() and (out / "pareto_front.png").is_file() and list(out.glob("gifs/*.gif"))
+    from agents.pipeline import TextToMotionPipeline
+
+    pipe = TextToMotionPipeline.from_pretrained(out)  # the output is a model directory of its own
+    assert pipe(["a person waves"], seed=0).joints.shape[-2:] == (22, 3)
+
+
+def test_main_job_with_lora_saves_adapters_that_load_merged(tiny_bundle, tmp_path):
+    out = tmp_path / "lora"
+    result = _ppo(tiny_bundle, out, "--use_peft", "--lora_r", "4", "--report", "false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and not (out / "gpt").exists()
+    from agents.pipeline import load_policy
+
+    merged = load_policy(out)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+
+
+def test_main_job_on_two_processes_keeps_identical_weights(tiny_bundle, tmp_path):
+    out = tmp_path / "ddp"
+    launcher = ["accelerate", "launch", "--config_file", str(RECIPES.parent / "accelerate_configs" / "cpu.yaml"),
+                "--num_processes", "2", "--main_process_port", "29531"]  # fmt: skip
+    result = _ppo(tiny_bundle, out, "--report", "false", launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    training = json.loads((out / "training.json").read_text())
+    assert training["num_processes"] == 2 and training["steps"] == 4
+    assert training["weights_identical_across_processes"]
+    from agents.pipeline import load_policy
+
+    base, tuned = load_policy(tiny_bundle), load_policy(out)
+    assert any(not torch.equal(a, b) for a, b in zip(base.parameters(), tuned.parameters()))  # an update happened
+
+
+def test_main_job_errors_name_the_value_and_the_fix(tiny_bundle, tmp_path):
+    missing = _ppo(tmp_path / "nowhere", tmp_path / "x")
+    assert missing.returncode != 0 and "--model_dir" in missing.stderr and "missing gpt/" in missing.stderr
+    token = _ppo(tiny_bundle, tmp_path / "y", "--reward_tokens", "<mt>", "<fast>")
+    assert token.returncode != 0 and "unknown reward token '<fast>'" in token.stderr
+    sizes = _ppo(tiny_bundle, tmp_path / "z", "--per_device_train_batch_size", "5")
+    assert sizes.returncode != 0 and "incompatible batch sizes" in sizes.stderr
