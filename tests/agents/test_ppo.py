@@ -338,4 +338,4 @@ def test_group_standardize_takes_each_prompts_mean_and_scale_out():
     groups = torch.tensor([0, 0, 0, 1, 1, 1])
     valid = torch.tensor([True, True, True, True, True, False])
     out = group_standardize(torch.nan_to_num(scores), groups, valid)
-    torch.testing.assert_close(out, torch.tensor([-1.0, 0.0, 1.0, -2**-0.5, 2**-0.5, 0.0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out, torch.tensor([-1.0, 0.0, 1.0, -(2**-0.5), 2**-0.5, 0.0]), atol=1e-4, rtol=0)
