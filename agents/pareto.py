@@ -215,3 +215,26 @@ def hypervolume(points: np.ndarray | torch.Tensor, reference: np.ndarray | torch
     zs = shifted[:, 2]
     heights = zs - np.append(zs[1:], 0.0)
     return float(sum(h * _area_2d(shifted[: i + 1, :2]) for i, h in enumerate(heights) if h > 0))
+
+
+# ---- the definition, written out: the reference the tests and the benchmark check the masks against ----
+
+
+def dominates(a: list[float], b: list[float]) -> bool:
+    """a dominates b: at least as good on every reward and better on one."""
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+def reference_non_dominated(rows: list[list[float]]) -> list[bool]:
+    """Straight from the definition, O(N²K) in Python: a sample stays unless some sample dominates it."""
+    return [not any(dominates(a, b) for a in rows) for b in rows]
+
+
+def reference_grouped(rows: list[list[float]], groups: list[int]) -> list[bool]:
+    """`reference_non_dominated` within each group."""
+    keep = [False] * len(rows)
+    for group in set(groups):
+        members = [i for i, g in enumerate(groups) if g == group]
+        for i, kept in zip(members, reference_non_dominated([rows[i] for i in members])):
+            keep[i] = kept
+    return keep

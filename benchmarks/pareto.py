@@ -24,23 +24,6 @@ import time
 TARGET_SPEEDUP = 50.0
 
 
-def _dominates(a: list[float], b: list[float]) -> bool:
-    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
-
-
-def reference_non_dominated(rows: list[list[float]]) -> list[bool]:
-    return [not any(_dominates(a, b) for a in rows) for b in rows]
-
-
-def reference_grouped(rows: list[list[float]], groups: list[int]) -> list[bool]:
-    keep = [False] * len(rows)
-    for group in set(groups):
-        members = [i for i, g in enumerate(groups) if g == group]
-        for i, kept in zip(members, reference_non_dominated([rows[i] for i in members])):
-            keep[i] = kept
-    return keep
-
-
 def _median_seconds(fn, repeats: int, synchronize) -> tuple[float, object]:
     out = fn()  # warm-up
     synchronize()
@@ -69,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from agents.pareto import grouped_non_dominated_mask, non_dominated_mask
+    from agents.pareto import grouped_non_dominated_mask, non_dominated_mask, reference_grouped, reference_non_dominated
 
     device = torch.device(args.device)
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -6,26 +6,14 @@ import torch
 from PIL import Image
 
 from agents import pareto
-from agents.pareto import grouped_non_dominated_mask, hypervolume, non_dominated_mask
+from agents.pareto import (
+    grouped_non_dominated_mask,
+    hypervolume,
+    non_dominated_mask,
+    reference_grouped,
+    reference_non_dominated,
+)
 from agents.plots import plot_reward_front
-
-
-def dominates(a: list[float], b: list[float]) -> bool:
-    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
-
-
-def reference_non_dominated(rows: list[list[float]]) -> list[bool]:
-    """Straight from the definition: a sample stays unless some sample dominates it."""
-    return [not any(dominates(a, b) for a in rows) for b in rows]
-
-
-def reference_grouped(rows: list[list[float]], groups: list[int]) -> list[bool]:
-    keep = [False] * len(rows)
-    for group in set(groups):
-        members = [i for i, g in enumerate(groups) if g == group]
-        for i, kept in zip(members, reference_non_dominated([rows[i] for i in members])):
-            keep[i] = kept
-    return keep
 
 
 def inclusion_exclusion_volume(points: np.ndarray) -> float:
