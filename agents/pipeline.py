@@ -92,9 +92,9 @@ class TextToMotionPipeline:
         """Load ``model_dir/gpt`` and ``model_dir/vqvae`` (the default bundle when None)."""
         root = Path(model_dir) if model_dir is not None else default_checkpoint_dir()
         base = base_bundle(root)
+        policy = load_policy(root)
         if not (base / "vqvae").is_dir():
             raise FileNotFoundError(f"{base}: expected a 'vqvae' model directory inside")
-        policy = load_policy(root)
         tokenizer = MotionVQVAE.from_pretrained(base / "vqvae", dtype=torch.float32)
         guided = GuidedTextEncoder(SentenceEncoder(text_encoder_path), **({} if alpha is None else {"alpha": alpha}))
         return cls(policy, tokenizer, guided)
