@@ -99,8 +99,9 @@ class MotionPPOConfig(TrainingArguments):
     vf_coef: float = _help("Weight of the value loss.", default=0.1)
     whiten_advantages: bool = _help("Whiten advantages over a rollout's tokens.", default=True)
     score_normalization: str = _help(
-        "'none' (the paper) or 'group': standardise each sample's scalar reward within its prompt's samples "
-        "before it enters the returns, which takes the prompt's difficulty out of the advantage.",
+        "'none' (the paper) or 'group': standardise each sample's scalar reward among the samples of the same "
+        "prompt and reward token before it enters the returns, which takes the prompt's difficulty and the "
+        "scale of each reward out of the advantage.",
         default="none",
     )
     whiten_rewards: bool = _help("Whiten the per-token rewards before GAE.", default=False)
@@ -504,7 +505,8 @@ class MotionPPOTrainer(Trainer):
         kl = kl_penalty(logprobs, ref_logprobs, args.kl_estimator) * action_mask
         token_rewards = -args.kl_coef * kl
         last = (action_mask.sum(-1).long() - 1).clamp(min=0)
-        terminal = group_standardize(scores, groups, finite) if args.score_normalization == "group" else scores
+        variants = torch.arange(len(prompt_ids) * K, device=device).repeat_interleave(N)  # (prompt, token) groups
+        terminal = group_standardize(scores, variants, finite) if args.score_normalization == "group" else scores
         token_rewards[torch.arange(len(rows), device=device), last] += terminal
         # Whitening statistics come from every finite sample, not from the selected ones only: the
         # front's advantages stay mostly positive, so the update moves toward the front (Eq. 7).
