@@ -199,7 +199,7 @@ class PolicyAndValue(nn.Module):
     def __init__(self, policy: nn.Module, critic: str = "head"):
         super().__init__()
         self.policy = policy
-        base = _base_model(policy)
+        base = base_policy(policy)
         self.value_model = None
         if critic == "separate":
             self.value_model = MotionGPTModel(base.config)
@@ -210,11 +210,11 @@ class PolicyAndValue(nn.Module):
 
     @property
     def config(self):
-        return _base_model(self.policy).config
+        return base_policy(self.policy).config
 
     def forward(self, text_features: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, L + 1, V) and values (B, L + 1) of the states [text, codes[:i]], i = 0..L."""
-        base = _base_model(self.policy)
+        base = base_policy(self.policy)
         hidden = base.transformer(input_ids, text_features).last_hidden_state  # (B, L + 1, C)
         logits = base._logits(hidden)
         if self.value_model is not None:
@@ -222,7 +222,7 @@ class PolicyAndValue(nn.Module):
         return logits, self.value_head(hidden).squeeze(-1)
 
 
-def _base_model(policy: nn.Module) -> MotionGPTForCausalLM:
+def base_policy(policy: nn.Module) -> MotionGPTForCausalLM:
     """The `MotionGPTForCausalLM` inside a peft wrapper (LoRA layers stay injected), or the policy."""
     return policy.get_base_model() if hasattr(policy, "get_base_model") else policy
 
@@ -387,7 +387,7 @@ class MotionPPOTrainer(Trainer):
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
-        base = _base_model(model)
+        base = base_policy(model)
         if not isinstance(base, MotionGPTForCausalLM):
             raise TypeError(f"model must be a MotionGPTForCausalLM (or a peft model of one), got {type(base).__name__}")
         if base.config.codebook_size != tokenizer.config.codebook_size:
@@ -469,7 +469,7 @@ class MotionPPOTrainer(Trainer):
         """Sample, score, select and compute advantages for rollout ``index``."""
         args, device = self.args, self.accelerator.device
         model = self.accelerator.unwrap_model(self.model)
-        policy = _base_model(model.policy)
+        policy = base_policy(model.policy)
         model.eval()
 
         prompt_ids = self.rollout_prompts(index)
@@ -504,7 +504,7 @@ class MotionPPOTrainer(Trainer):
 
         kl = kl_penalty(logprobs, ref_logprobs, args.kl_estimator) * action_mask
         token_rewards = -args.kl_coef * kl
-        last = (action_mask.sum(-1).long() - 1).clamp(min=0)
+        last = lengths.clamp(max=width - 1)  # END's step, or the last code's when cut at max_codes
         variants = torch.arange(len(prompt_ids) * K, device=device).repeat_interleave(N)  # (prompt, token) groups
         terminal = group_standardize(scores, variants, finite) if args.score_normalization == "group" else scores
         token_rewards[torch.arange(len(rows), device=device), last] += terminal
@@ -700,4 +700,13 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-__all__ = ["MotionPPOConfig", "MotionPPOTrainer", "ParetoPPOTrainer", "PolicyAndValue", "Rollout", "gae", "kl_penalty"]
+__all__ = [
+    "MotionPPOConfig",
+    "MotionPPOTrainer",
+    "ParetoPPOTrainer",
+    "base_policy",
+    "PolicyAndValue",
+    "Rollout",
+    "gae",
+    "kl_penalty",
+]

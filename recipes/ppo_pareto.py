@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from trl import get_peft_config
 
     from agents.pipeline import BUNDLE_RECORD, TextToMotionPipeline, default_checkpoint_dir, load_policy
-    from agents.ppo import MotionPPOTrainer, ParetoPPOTrainer
+    from agents.ppo import MotionPPOTrainer, ParetoPPOTrainer, base_policy
     from motion_env.datasets import load_humanml3d
     from motion_env.emission import default_parts
     from motion_env.procedural import ensure_dataset
@@ -142,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             from agents.ppo_report import ReportSettings, write_report
             from reward_models import load_evaluator
 
-            tuned = trainer.accelerator.unwrap_model(trainer.model).policy
-            tuned = tuned.get_base_model() if hasattr(tuned, "get_base_model") else tuned  # LoRA stays active
+            tuned = base_policy(trainer.accelerator.unwrap_model(trainer.model).policy)  # LoRA stays active
             base_pipe = TextToMotionPipeline(load_policy(bundle).to(state.device), tokenizer, text_encoder)
             tuned_pipe = TextToMotionPipeline(tuned, tokenizer, text_encoder)
             settings = ReportSettings(repetitions=script.eval_repetitions, reward_prompts=script.reward_prompts,

@@ -339,3 +339,14 @@ def test_group_standardize_takes_each_prompts_mean_and_scale_out():
     valid = torch.tensor([True, True, True, True, True, False])
     out = group_standardize(torch.nan_to_num(scores), groups, valid)
     torch.testing.assert_close(out, torch.tensor([-1.0, 0.0, 1.0, -(2**-0.5), 2**-0.5, 0.0]), atol=1e-4, rtol=0)
+
+
+def test_a_nonfinite_gradient_skips_the_update_and_is_logged(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path, max_steps=1)
+    trainer.model.value_head.weight.register_hook(lambda grad: grad * float("inf"))  # finite loss, Inf gradient
+    before = params(trainer.model)
+    trainer.train()
+    for name, value in params(trainer.model).items():
+        assert torch.equal(value, before[name]), name
+    assert trainer.state.log_history[0]["skipped/nonfinite_gradients"] == 1
+    assert "skipped/nonfinite_loss" not in trainer.state.log_history[0]
