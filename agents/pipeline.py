@@ -102,7 +102,8 @@ class TextToMotionPipeline:
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, code_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes (B, N) -> raw features (B, 4N, D) and frame lengths (B,). Rows of 0 codes give 0 frames."""
-        return self.tokenizer.decode_motion(codes, code_lengths)
+        device = self.tokenizer.device
+        return self.tokenizer.decode_motion(codes.to(device), code_lengths.to(device))
 
     @torch.no_grad()
     def __call__(self, texts: list[str], *, num_samples: int = 1, reward_token=None, temperature: float = 1.0,
@@ -112,8 +113,9 @@ class TextToMotionPipeline:
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not a single string")
         texts = [t for t in texts for _ in range(num_samples)]
-        text_features = self.text_encoder.features(texts, reward_token)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        device = self.policy.device
+        text_features = self.text_encoder.features(texts, reward_token).to(device)
+        generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         codes, code_lengths = self.policy.generate(text_features, do_sample=do_sample, temperature=temperature,
                                                    top_k=top_k, top_p=top_p, generator=generator, min_codes=MIN_CODES)  # fmt: skip
         features, lengths = self.decode(codes, code_lengths)

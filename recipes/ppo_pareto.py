@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["command"] = " ".join(["recipes/ppo_pareto.py", *(sys.argv[1:] if argv is None else argv)])
             summary["settings"] = {"script": asdict(script), "model": asdict(model_args)}
             report = write_report(output_dir, base=base_pipe, tuned=tuned_pipe, scorer=scorer,
-                                  evaluator=load_evaluator(bundle / "evaluator"), data_dir=data_dir, settings=settings,
+                                  evaluator=load_evaluator(bundle / "evaluator").to(state.device), data_dir=data_dir, settings=settings,
                                   training=summary)  # fmt: skip
             verdict = report["verdict"]
             print(f"report: {output_dir / 'report.md'}; fine-tuned above base beyond noise on top-1 R-precision: "
