@@ -79,6 +79,11 @@ class TestSet:
         return captions, crops
 
 
+def _numpy(values) -> np.ndarray:
+    """A metric's values as a host array, whichever device computed them."""
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
 class MotionJudge:
     """Embeds with the evaluator and scores perception; what the metrics are computed from."""
 
@@ -104,8 +109,8 @@ class MotionJudge:
             joints = features_to_joints(f)
             if self.critic is not None:
                 out["perception"].append(self.critic.score(self.converter.convert(joints, n), n).float().cpu().numpy())
-            out["foot_skating"].append(np.asarray(metrics.foot_skating_ratio(joints, n)))
-            out["jerk"].append(np.asarray(metrics.jerk(joints, n)))
+            out["foot_skating"].append(_numpy(metrics.foot_skating_ratio(joints, n)))
+            out["jerk"].append(_numpy(metrics.jerk(joints, n)))
         return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -122,7 +127,9 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
              settings: EvaluationSettings | None = None, progress: bool = True) -> dict:  # fmt: skip
     """Table-1 rows for real motion and for each generator (``{name: pipeline}``).
 
-    Returns ``{"rows": {name: {metric: (mean, ci95)}}, "settings": {...}, "num_clips": N}``.
+    Returns ``{"rows": {name: {metric: (mean, ci95)}}, "repetitions": {name: {metric: [value per
+    repetition]}}, "settings": {...}, "num_clips": N}``; generators' repetitions are paired (the same
+    captions, R-precision batches and diversity pairs in repetition r).
     """
     settings = settings or EvaluationSettings()
     full_features, full_lengths = pad_arrays(test_set.motions)
@@ -162,4 +169,5 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
                 float(metrics.multimodality(emb, num_pairs=settings.mm_num_pairs, generator=mm_rng))
             )
     rows = {name: {key: metrics.summarize(values) for key, values in row.items()} for name, row in per_rep.items()}
-    return {"rows": rows, "settings": asdict(settings), "num_clips": len(test_set)}
+    repetitions = {name: {key: list(values) for key, values in row.items()} for name, row in per_rep.items()}
+    return {"rows": rows, "repetitions": repetitions, "settings": asdict(settings), "num_clips": len(test_set)}

@@ -15,9 +15,12 @@ diversity pairs. The reward vectors are the scorer's normalised
 test motion as ground truth; per model they give the mean vector, its hypervolume above the
 origin, the hypervolume of all samples and the size of their Pareto front.
 
-The verdict compares the fine-tuned model with the base: top-1 R-precision and perception count
-as above the base when the mean difference exceeds the sum of the two 95% half-intervals, and FID
-as not worse while ``fid_tuned <= fid_base + ci_base + ci_tuned``.
+The verdict compares the fine-tuned model with the base on paired repetitions: per repetition
+both models saw the same captions, R-precision batches and diversity pairs, so the verdict rests
+on the per-repetition differences (tuned - base), their mean and 95% half-interval (Student t).
+Top-1 R-precision and perception count as above the base when the interval of the difference lies
+above 0; FID counts as not worse unless that interval lies above 0. The report also states, for
+reference, whether the two models' own intervals overlap.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from agents.pareto import hypervolume, non_dominated_mask
 from agents.plots import plot_reward_front
 from motion_env.export import atomic_path
 from motion_env.render import render_comparison_gif
-from reward_models.metrics import evaluation_table, summarize
+from reward_models.metrics import evaluation_table, paired_difference, summarize
 from reward_models.rewards import REWARD_NAMES
 
 REPORT_JSON, REPORT_MD, FRONT_PNG, GIF_DIR = "report.json", "report.md", "pareto_front.png", "gifs"
@@ -126,23 +129,27 @@ def _row_cells(row: dict) -> dict:
     return {metric: {"mean": mean, "ci95": ci} for metric, (mean, ci) in row.items()}
 
 
-def _compare(base: tuple[float, float], tuned: tuple[float, float], higher_is_better: bool) -> dict:
-    difference, margin = tuned[0] - base[0], base[1] + tuned[1]
-    out = {"base": base[0], "tuned": tuned[0], "difference": difference, "ci95_sum": margin}
+def _compare(base: list[float], tuned: list[float], rows: tuple[tuple, tuple], higher_is_better: bool) -> dict:
+    """Paired comparison of one metric from its per-repetition values (see the module docstring)."""
+    difference, half = paired_difference(base, tuned)
+    (base_mean, base_ci), (tuned_mean, tuned_ci) = rows
+    out = {
+        "base": base_mean, "tuned": tuned_mean, "difference": difference, "difference_ci95": half,
+        "repetitions": len(base), "ci95_sum": base_ci + tuned_ci,
+        "intervals_overlap": bool(abs(tuned_mean - base_mean) <= base_ci + tuned_ci),
+    }  # fmt: skip
     if higher_is_better:
-        out["above"] = bool(difference > margin)
+        out["above"] = bool(difference - half > 0)
     else:
-        out["limit"] = base[0] + margin
-        out["not_worse"] = bool(tuned[0] <= out["limit"])
+        out["not_worse"] = bool(difference - half <= 0)
     return out
 
 
-def _verdict(rows: dict, base: str, tuned: str) -> dict:
-    verdict = {
-        "top1": _compare(rows[base]["top1"], rows[tuned]["top1"], higher_is_better=True),
-        "perception": _compare(rows[base]["perception"], rows[tuned]["perception"], higher_is_better=True),
-        "fid": _compare(rows[base]["fid"], rows[tuned]["fid"], higher_is_better=False),
-    }
+def _verdict(rows: dict, repetitions: dict, base: str, tuned: str) -> dict:
+    verdict = {}
+    for metric in ("top1", "perception", "fid"):
+        pair = (rows[base][metric], rows[tuned][metric])
+        verdict[metric] = _compare(repetitions[base][metric], repetitions[tuned][metric], pair, metric != "fid")
     verdict["improved"] = verdict["top1"]["above"] and verdict["perception"]["above"] and verdict["fid"]["not_worse"]
     return verdict
 
@@ -214,7 +221,8 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
     )  # fmt: skip
     judge = MotionJudge(evaluator, scorer.converter, scorer.critic)
     # both models see the same captions, R-precision batches and diversity pairs: a paired comparison
-    rows = evaluate(dict(zip(names, (base, tuned))), judge, test_set, evaluation_settings, progress=progress)["rows"]
+    evaluation = evaluate(dict(zip(names, (base, tuned))), judge, test_set, evaluation_settings, progress=progress)
+    rows = evaluation["rows"]
 
     # b. reward vectors: the same captions and seed for both models
     captions, ground_truth = _reward_prompts(test_set, settings.reward_prompts, settings.seed)
@@ -239,6 +247,7 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
         "num_test_clips": len(test_set),
         "evaluation": {
             "rows": {name: _row_cells(row) for name, row in rows.items()},
+            "repetitions": evaluation["repetitions"],
             "settings": asdict(evaluation_settings),
         },
         "reward_vectors": {
@@ -248,7 +257,7 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
             "prompts": captions,
             "models": summaries,
         },
-        "verdict": _verdict(rows, *names),
+        "verdict": _verdict(rows, evaluation["repetitions"], *names),
         "files": {"json": REPORT_JSON, "markdown": REPORT_MD, "pareto_front": FRONT_PNG, "gifs": gifs},
         "settings": asdict(settings),
         "training": training,
@@ -281,19 +290,20 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def _verdict_lines(verdict: dict, base: str, tuned: str) -> list[str]:
     def line(metric: str, label: str) -> str:
         v = verdict[metric]
-        numbers = f"{tuned} {v['tuned']:.4f} vs {base} {v['base']:.4f}"
+        numbers = (f"{tuned} {v['tuned']:.4f} vs {base} {v['base']:.4f}; paired difference {v['difference']:+.4f} "
+                   f"±{v['difference_ci95']:.4f} over {v['repetitions']} repetitions")  # fmt: skip
+        overlap = "overlap" if v["intervals_overlap"] else "do not overlap"
         if "above" in v:
-            result = "is above" if v["above"] else "is not above"
-            return (f"- {label}: {numbers}; the difference {v['difference']:+.4f} {result} the base beyond noise "
-                    f"(it must exceed the sum of the 95% half-intervals, {v['ci95_sum']:.4f}).")  # fmt: skip
-        result = "not worse" if v["not_worse"] else "worse"
-        return (f"- {label}: {numbers}; {result} beyond its interval (the limit is base + both 95% half-intervals "
-                f"= {v['limit']:.4f}).")  # fmt: skip
+            result = "above the base" if v["above"] else "not above the base beyond noise"
+        else:
+            result = "not worse than the base" if v["not_worse"] else "worse than the base beyond noise"
+        return f"- {label}: {numbers}: **{result}** (the two models' own 95% intervals {overlap})."
 
     lines = [line("top1", "Top-1 R-precision"), line("perception", "Perception"), line("fid", "FID (lower is better)")]
     overall = "holds" if verdict["improved"] else "does not hold"
     lines.append(f"\nOverall, the claim that fine-tuning raised top-1 R-precision and perception without a worse FID "
-                 f"**{overall}**.")  # fmt: skip
+                 f"**{overall}**. Above means the 95% interval of the paired difference lies above 0; not worse "
+                 "means the interval of the FID difference does not lie above 0.")  # fmt: skip
     return lines
 
 

@@ -21,6 +21,7 @@ as Table 1 (:func:`evaluation_table`)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -228,6 +229,27 @@ def summarize(values) -> tuple:
         raise ValueError(f"repetition values contain NaN or Inf: {values.tolist()}")
     mean, ci = values.mean(axis=0), 1.96 * values.std(axis=0) / np.sqrt(len(values))
     return (float(mean), float(ci)) if values.ndim == 1 else (mean, ci)
+
+
+def paired_difference(base, other) -> tuple[float, float]:
+    """Mean and 95% half-interval of ``other - base`` over R paired repetitions (Student t, R-1 dof).
+
+    Paired means each repetition measured both on the same draws (captions, batches, pairs), so
+    the draw-to-draw variation both share cancels in the difference. With one repetition the
+    half-interval is infinite: a single pair says nothing about noise.
+    """
+    base, other = np.asarray(base, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if base.ndim != 1 or base.shape != other.shape or len(base) == 0:
+        raise ValueError(f"paired_difference needs two equal-length 1-D sequences, got {base.shape} and {other.shape}")
+    if not (np.isfinite(base).all() and np.isfinite(other).all()):
+        raise ValueError("paired repetition values contain NaN or Inf")
+    difference = other - base
+    if len(difference) < 2:
+        return float(difference.mean()), math.inf
+    from scipy.stats import t
+
+    half = t.ppf(0.975, len(difference) - 1) * difference.std(ddof=1) / math.sqrt(len(difference))
+    return float(difference.mean()), float(half)
 
 
 def run_repetitions(

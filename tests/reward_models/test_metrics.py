@@ -18,6 +18,7 @@ from reward_models.metrics import (
     frechet_distance,
     mm_dist,
     multimodality,
+    paired_difference,
     physical_metrics,
     r_precision,
     run_repetitions,
@@ -183,6 +184,23 @@ def test_summarize_is_mean_and_1_96_std_over_sqrt_n():
     np.testing.assert_allclose(mean, [2.0, 10.0])
     np.testing.assert_allclose(ci, [1.96 / math.sqrt(2), 0.0])
     assert summarize([5.0]) == (5.0, 0.0)
+
+
+def test_paired_difference_is_the_t_interval_of_the_per_repetition_differences():
+    from scipy.stats import t
+
+    base, other = [0.40, 0.38, 0.42, 0.39, 0.41], [0.43, 0.40, 0.46, 0.41, 0.45]
+    differences = np.array(other) - np.array(base)  # 0.03, 0.02, 0.04, 0.02, 0.04
+    mean, half = paired_difference(base, other)
+    assert mean == pytest.approx(0.03)
+    assert half == pytest.approx(t.ppf(0.975, 4) * differences.std(ddof=1) / math.sqrt(5))
+    assert half < summarize(base)[1] + summarize(other)[1]  # the shared draw-to-draw spread cancels
+    assert paired_difference([1.0, 2.0, 3.0], [1.5, 2.5, 3.5]) == pytest.approx((0.5, 0.0))  # a constant shift
+    assert paired_difference([1.0], [2.0]) == (1.0, math.inf)  # one pair says nothing about noise
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        paired_difference([1.0, float("nan")], [1.0, 2.0])
 
 
 def test_run_repetitions_seeds_each_repetition_and_summarises():
