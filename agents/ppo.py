@@ -327,8 +327,18 @@ class Rollout:
         return Rollout(**{f.name: getattr(self, f.name) if f.name == "index" else getattr(self, f.name)[index]
                           for f in fields(self)})  # fmt: skip
 
+    def trimmed(self) -> Rollout:
+        """The same rows cut to the most actions any of them has: the positions past it are padding in every row,
+        and a causal model's outputs before them do not depend on them."""
+        width = max(1, int(self.action_mask.sum(-1).max()))
+        return Rollout(**{f.name: getattr(self, f.name)[:, :width] if f.name in _PER_TOKEN else getattr(self, f.name)
+                          for f in fields(self)})  # fmt: skip
+
     def to_dict(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name).contiguous() for f in fields(self)}
+
+
+_PER_TOKEN = {"codes", "actions", "action_mask", "logprobs", "values", "advantages", "returns"}
 
 
 class _StepIndices(torch.utils.data.Dataset):
@@ -452,7 +462,7 @@ class MotionPPOTrainer(Trainer):
             _seed(self.args.seed, rollout_index, epoch, self.args.process_index)))  # fmt: skip
         size = self.args.per_device_train_batch_size
         rows = order[minibatch * size : (minibatch + 1) * size].to(self._rollout.codes.device)
-        return self._rollout.rows(rows)
+        return self._rollout.rows(rows).trimmed()
 
     # ---- rollout ----
 

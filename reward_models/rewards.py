@@ -188,18 +188,19 @@ class RewardScorer:
             return [None] * batch
         if len(ground_truth) != batch:
             raise ValueError(f"got {len(ground_truth)} ground-truth entries for {batch} motions")
-        out = []
-        for i, motion in enumerate(ground_truth):
-            if motion is None:
-                out.append(None)
+        out, converted = [], {}  # a motion given for several rows (one per sample of a prompt) is read once
+        for i, given in enumerate(ground_truth):
+            if given is None or id(given) in converted:
+                out.append(None if given is None else converted[id(given)])
                 continue
-            motion = torch.as_tensor(motion, dtype=torch.float32)
+            motion = torch.as_tensor(given, dtype=torch.float32)
             if motion.ndim != 2 or motion.shape[-1] != FEATURE_DIM or len(motion) == 0:
                 raise ValueError(
                     f"ground_truth[{i}] must be a (T > 0, {FEATURE_DIM}) motion, got {tuple(motion.shape)}"
                 )
             if not torch.isfinite(motion).all():
                 raise ValueError(f"ground_truth[{i}] contains NaN or Inf")
+            converted[id(given)] = motion
             out.append(motion)
         return out
 
@@ -208,8 +209,11 @@ class RewardScorer:
         out = torch.empty_like(text_emb)
         given = [i for i, m in enumerate(references) if m is not None]
         if given:
-            padded, lengths = pad_arrays([references[i] for i in given])
-            out[given] = encoder.embed_motions(padded.to(out.device), lengths.to(out.device)).float()
+            distinct = {id(references[i]): references[i] for i in given}  # rows sharing a motion share its embedding
+            position = {key: j for j, key in enumerate(distinct)}
+            padded, lengths = pad_arrays(list(distinct.values()))
+            embeddings = encoder.embed_motions(padded.to(out.device), lengths.to(out.device)).float()
+            out[given] = embeddings[[position[id(references[i])] for i in given]]
         missing = [i for i, m in enumerate(references) if m is None]
         if missing:
             if family not in self.bank:

@@ -247,6 +247,31 @@ def test_pareto_selects_the_front_of_each_prompt_and_only_it_gets_gradient(parts
     assert not torch.allclose(gradient(on), reference)
 
 
+def test_a_minibatch_cut_to_its_longest_row_gives_the_same_loss_and_gradient(parts, tmp_path):
+    from agents.pipeline import default_checkpoint_dir, load_policy
+
+    trainer = make_trainer(parts, tmp_path, policy=load_policy(default_checkpoint_dir()), num_prompts_per_rollout=4)
+    rollout = trainer.rollout(0)  # the default policy ends its motions at different lengths
+    counts = rollout.action_mask.sum(-1)
+    short = torch.nonzero(counts < counts.max()).flatten()  # rows whose longest one still ends early
+    assert len(short) >= 2
+    batch = rollout.rows(short)
+    cut = batch.trimmed()
+    assert cut.codes.shape[1] == int(counts[short].max()) < batch.codes.shape[1]
+    assert torch.equal(cut.action_mask.sum(-1), batch.action_mask.sum(-1))  # no action is lost
+
+    def loss_and_gradient(minibatch: Rollout):
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, minibatch)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+
+    full_loss, full_gradient = loss_and_gradient(batch)
+    cut_loss, cut_gradient = loss_and_gradient(cut)
+    torch.testing.assert_close(cut_loss, full_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cut_gradient, full_gradient, rtol=1e-4, atol=1e-6)
+
+
 def test_resume_from_a_checkpoint_reproduces_the_next_steps(parts, tmp_path):
     # a rollout is 4 steps; the checkpoint at step 3 falls inside one, so its rollout is saved with it
     run = make_trainer(parts, tmp_path / "a", max_steps=6, save_strategy="steps", save_steps=3)

@@ -76,6 +76,16 @@ def test_motion_quality_peaks_at_the_ground_truth(scorer, clips):
     assert torch.isfinite(without).all() and (without <= 1e-4).all()
 
 
+def test_a_ground_truth_shared_by_rows_scores_as_separate_copies(scorer, clips):
+    # a rollout passes one prompt's motion for each of its samples: the scorer embeds it once
+    motions = [m for m, _, _ in clips[:3]] * 2
+    captions = [c for _, _, c in clips[:3]] * 2
+    shared = [clips[0][0]] * 3 + [clips[1][0], None, clips[1][0]]
+    copies = [None if m is None else m.copy() for m in shared]
+    torch.testing.assert_close(_score(scorer, motions, captions, shared).raw,
+                               _score(scorer, motions, captions, copies).raw, rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
 def _lifted(features: np.ndarray, height: float) -> np.ndarray:
     """The motion ``height`` metres off the floor (root height and the joints' absolute y)."""
     out = features.copy()
