@@ -20,7 +20,8 @@ from motion_env.tokenizer import MotionVQVAE
 
 DEFAULT_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
 MIN_CODES = 10  # 40 frames: the shortest motion HumanML3D keeps
-BUNDLE_RECORD = "bundle.json"  # in a fine-tuned output: {"base": <the bundle it was tuned from>}
+BUNDLE_RECORD = "bundle.json"  # in a fine-tuned output: {"base": <bundle tuned from>, "reward_token": <guidance>}
+OWN_GUIDANCE = "default"  # ``reward_token`` value meaning: the pipeline's own guidance
 
 
 def default_checkpoint_dir() -> Path:
@@ -43,6 +44,15 @@ def base_bundle(model_dir: str | Path) -> Path:
         return model_dir
     base = Path(json.loads(record.read_text())["base"])
     return base if base.is_absolute() else (model_dir / base).resolve()
+
+
+def default_guidance(model_dir: str | Path):
+    """The reward-token guidance a model directory samples with by default: its ``bundle.json``'s
+    ``reward_token`` (a fine-tuned output records the tokens it was trained with), else None."""
+    record = Path(model_dir) / BUNDLE_RECORD
+    if not record.is_file():
+        return None
+    return json.loads(record.read_text()).get("reward_token")
 
 
 def load_policy(model_dir: str | Path) -> MotionGPTForCausalLM:
@@ -72,9 +82,16 @@ class GeneratedMotion:
 
 
 class TextToMotionPipeline:
-    """Generate motion for prompts, optionally guided by reward-specific tokens (Eq. 11)."""
+    """Generate motion for prompts, optionally guided by reward-specific tokens (Eq. 11).
 
-    def __init__(self, policy: MotionGPTForCausalLM, tokenizer: MotionVQVAE, text_encoder: GuidedTextEncoder):
+    ``reward_token`` is the guidance used when a call does not name one: None (plain text features),
+    a token, or a ``{token: weight}`` mix. A MotionRL fine-tune is trained on token-guided features
+    only, so its output directory records an equal mix of its training tokens and ``from_pretrained``
+    uses it; a call's ``reward_token=None`` still samples without guidance.
+    """
+
+    def __init__(self, policy: MotionGPTForCausalLM, tokenizer: MotionVQVAE, text_encoder: GuidedTextEncoder,
+                 reward_token=None):  # fmt: skip
         if policy.config.codebook_size != tokenizer.config.codebook_size:
             raise ValueError(
                 f"policy predicts {policy.config.codebook_size} codes but the tokenizer has "
@@ -85,6 +102,10 @@ class TextToMotionPipeline:
                 f"policy expects {policy.config.text_dim}-D text features, encoder gives {text_encoder.dim}"
             )
         self.policy, self.tokenizer, self.text_encoder = policy.eval(), tokenizer.eval(), text_encoder
+        if reward_token == OWN_GUIDANCE:
+            raise ValueError(f"{OWN_GUIDANCE!r} means a pipeline's own guidance; give None, a token or a mix")
+        GuidedTextEncoder._token_mix(reward_token)  # an unknown token or a bad mix fails here, not at the first call
+        self.reward_token = reward_token
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, text_encoder_path: str | Path | None = None,
@@ -97,7 +118,7 @@ class TextToMotionPipeline:
             raise FileNotFoundError(f"{base}: expected a 'vqvae' model directory inside")
         tokenizer = MotionVQVAE.from_pretrained(base / "vqvae", dtype=torch.float32)
         guided = GuidedTextEncoder(SentenceEncoder(text_encoder_path), **({} if alpha is None else {"alpha": alpha}))
-        return cls(policy, tokenizer, guided)
+        return cls(policy, tokenizer, guided, reward_token=default_guidance(root))
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, code_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,12 +127,17 @@ class TextToMotionPipeline:
         return self.tokenizer.decode_motion(codes.to(device), code_lengths.to(device))
 
     @torch.no_grad()
-    def __call__(self, texts: list[str], *, num_samples: int = 1, reward_token=None, temperature: float = 1.0,
+    def __call__(self, texts: list[str], *, num_samples: int = 1, reward_token=OWN_GUIDANCE, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, do_sample: bool = True,
                  seed: int | None = None) -> GeneratedMotion:  # fmt: skip
-        """Generate ``num_samples`` motions per prompt (rows ordered prompt-major)."""
+        """Generate ``num_samples`` motions per prompt (rows ordered prompt-major).
+
+        ``reward_token``: the pipeline's own guidance by default; None for none, a token or a mix otherwise.
+        """
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not a single string")
+        if reward_token == OWN_GUIDANCE:
+            reward_token = self.reward_token
         texts = [t for t in texts for _ in range(num_samples)]
         device = self.policy.device
         text_features = self.text_encoder.features(texts, reward_token).to(device)

@@ -243,6 +243,7 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
     # e. the report
     report = {
         "models": {"base": names[0], "tuned": names[1]},
+        "guidance": {name: getattr(pipeline, "reward_token", None) for name, pipeline in zip(names, (base, tuned))},
         "data_dir": str(data_dir),
         "num_test_clips": len(test_set),
         "evaluation": {
@@ -307,6 +308,17 @@ def _verdict_lines(verdict: dict, base: str, tuned: str) -> list[str]:
     return lines
 
 
+def _guidance(reward_token) -> str:
+    if reward_token is None:
+        return "none"
+    if isinstance(reward_token, str):
+        return reward_token
+    if len(set(reward_token.values())) == 1:
+        return "equal mix of " + ", ".join(reward_token)
+    total = sum(reward_token.values())
+    return ", ".join(f"{token} {weight / total:.2f}" for token, weight in reward_token.items())
+
+
 def _markdown(report: dict, rows: dict, captions: list[str]) -> str:
     base, tuned = report["models"]["base"], report["models"]["tuned"]
     settings, vectors = report["settings"], report["reward_vectors"]
@@ -323,6 +335,8 @@ def _markdown(report: dict, rows: dict, captions: list[str]) -> str:
         "draws, batches and pairs; cells are mean ±95% half-interval.",
         f"- Reward vectors: {len(captions)} test captions, one motion each per model, scored by the reward scorer "
         "(normalised, the caption's test motion as ground truth).",
+        "- Reward-token guidance (Eq. 11): "
+        + "; ".join(f"{name}: {_guidance(token)}" for name, token in report["guidance"].items()) + ".",
         f"- Sampling temperature {settings['temperature']}, seed {settings['seed']} (the same for both models); "
         f"written in {report['wall_time_s']:.0f} s.",
         "",

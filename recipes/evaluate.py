@@ -28,6 +28,14 @@ def parse_args(argv):
     )
     parser.add_argument("--name", action="append", default=None, help="row name of each --model (default: its path)")
     parser.add_argument(
+        "--reward_token",
+        action="append",
+        default=None,
+        help="guidance of each --model (Eq. 11): 'default' (the model's own: none for a bundle, the recorded mix for "
+        "a MotionRL fine-tune), 'none', a token such as '<mt>', tokens joined by '+' (an equal mix), or 'mix' (all "
+        "three)",
+    )
+    parser.add_argument(
         "--evaluator", default=None, help="evaluator encoder directory (default: <default bundle>/evaluator)"
     )
     parser.add_argument("--rewards", default=None, help="reward scorer directory for the critic and converter "
@@ -47,6 +55,19 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="outputs/evaluation.json", help="where to write the results as JSON")
     return parser.parse_args(argv)
+
+
+def _guidance(value: str):
+    """A ``--reward_token`` value as the pipeline's ``reward_token``."""
+    from agents.pipeline import OWN_GUIDANCE
+    from agents.text_encoder import REWARD_TOKENS, GuidedTextEncoder
+
+    if value in (OWN_GUIDANCE, "none"):
+        return None if value == "none" else OWN_GUIDANCE
+    tokens = list(REWARD_TOKENS) if value == "mix" else value.split("+")
+    mix = {token: 1.0 for token in tokens}
+    GuidedTextEncoder._token_mix(mix)  # names an unknown token
+    return tokens[0] if len(tokens) == 1 else mix
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,12 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     if len(names) != len(models):
         print(f"error: {len(names)} --name for {len(models)} --model", file=sys.stderr)
         return 2
+    guidance = args.reward_token or ["default"] * len(models)
+    if len(guidance) != len(models):
+        print(f"error: {len(guidance)} --reward_token for {len(models)} --model", file=sys.stderr)
+        return 2
+    try:
+        guidance = [_guidance(value) for value in guidance]
+    except ValueError as err:
+        print(f"error: --reward_token: {err}", file=sys.stderr)
+        return 2
 
     from agents.evaluation import EvaluationSettings, MotionJudge, TestSet, evaluate
-    from agents.pipeline import TextToMotionPipeline, default_checkpoint_dir
+    from agents.pipeline import OWN_GUIDANCE, TextToMotionPipeline, default_checkpoint_dir
     from motion_env.procedural import ensure_dataset
     from reward_models import load_evaluator
-    from reward_models.metrics import evaluation_table
+    from reward_models.metrics import evaluation_table, paired_difference
     from reward_models.rewards import RewardScorer
 
     start = time.time()
@@ -83,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluator = load_evaluator(args.evaluator or bundle / "evaluator")
     scorer = RewardScorer.from_pretrained(args.rewards or bundle / "rewards")
     judge = MotionJudge(evaluator, scorer.converter, scorer.critic)
-    generators = {name: TextToMotionPipeline.from_pretrained(model) for name, model in zip(names, models)}
+    generators = {}
+    for name, model, reward_token in zip(names, models, guidance):
+        generators[name] = TextToMotionPipeline.from_pretrained(model)
+        if reward_token != OWN_GUIDANCE:
+            generators[name].reward_token = reward_token
     settings = EvaluationSettings(repetitions=args.repetitions, mm_repetitions=args.mm_repetitions,
                                   mm_num_texts=args.mm_num_texts, mm_num_samples=args.mm_num_samples,
                                   mm_num_pairs=args.mm_num_pairs,
@@ -91,8 +125,18 @@ def main(argv: list[str] | None = None) -> int:
                                   temperature=args.temperature, seed=args.seed)  # fmt: skip
     result = evaluate(generators, judge, TestSet(data, args.split), settings)
     result.update({"data_dir": str(data), "split": args.split, "wall_time_s": time.time() - start,
-                   "models": dict(zip(names, [str(m or bundle) for m in models]))})  # fmt: skip
+                   "models": dict(zip(names, [str(m or bundle) for m in models])),
+                   "guidance": {name: pipe.reward_token for name, pipe in generators.items()}})  # fmt: skip
     print(evaluation_table(result["rows"]))
+    if len(names) > 1 and args.repetitions > 1:
+        print(f"\npaired differences from {names[0]!r} (mean ±95% half-interval over {args.repetitions} repetitions):")
+        first = result["repetitions"][names[0]]
+        for name in names[1:]:
+            cells = []
+            for metric in ("top1", "fid", "perception"):
+                mean, half = paired_difference(first[metric], result["repetitions"][name][metric])
+                cells.append(f"{metric} {mean:+.4f} ±{half:.4f}")
+            print(f"  {name}: " + ", ".join(cells))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

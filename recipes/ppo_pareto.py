@@ -56,6 +56,11 @@ class ScriptArguments:
     )
     reward_prompts: int = field(default=64, metadata={"help": "Test prompts whose reward vectors the report plots."})
     num_gifs: int = field(default=4, metadata={"help": "Prompts rendered before/after as GIFs."})
+    guidance: str = field(
+        default="mix",
+        metadata={"help": "How the fine-tuned model samples by default (recorded in bundle.json, used by the report): "
+                  "'mix', an equal mix of the reward tokens it was trained with (Eq. 11), or 'none'."},
+    )  # fmt: skip
 
 
 def _use_cpu_for_process_groups() -> None:
@@ -79,6 +84,8 @@ def parse(argv: list[str] | None):
     script, args, model_args = parser.parse_args_and_config(args=argv)
     if script.selection not in ("pareto", "all"):
         parser.error(f"--selection must be 'pareto' or 'all', got {script.selection!r}")
+    if script.guidance not in ("mix", "none"):
+        parser.error(f"--guidance must be 'mix' or 'none', got {script.guidance!r}")
     return script, args, model_args
 
 
@@ -135,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         "use_peft": bool(model_args.use_peft),
         "log_history": trainer.state.log_history,
     }
+    trained_tokens = [token for token in args.reward_tokens if token != "none"]
+    guidance = {token: 1.0 for token in trained_tokens} if script.guidance == "mix" and trained_tokens else None
     if state.is_main_process:
-        (output_dir / BUNDLE_RECORD).write_text(json.dumps({"base": str(bundle.resolve())}, indent=2) + "\n")
+        record = {"base": str(bundle.resolve()), "reward_token": guidance}
+        (output_dir / BUNDLE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         (output_dir / "training.json").write_text(json.dumps(training, indent=2) + "\n")
         if script.report:
             from agents.ppo_report import ReportSettings, write_report
@@ -144,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
             tuned = base_policy(trainer.accelerator.unwrap_model(trainer.model).policy)  # LoRA stays active
             base_pipe = TextToMotionPipeline(load_policy(bundle).to(state.device), tokenizer, text_encoder)
-            tuned_pipe = TextToMotionPipeline(tuned, tokenizer, text_encoder)
+            tuned_pipe = TextToMotionPipeline(tuned, tokenizer, text_encoder, reward_token=guidance)
             settings = ReportSettings(repetitions=script.eval_repetitions, reward_prompts=script.reward_prompts,
                                       num_gifs=script.num_gifs, seed=args.seed, max_clips=script.eval_max_clips,
                                       batch_size=script.eval_batch_size)  # fmt: skip

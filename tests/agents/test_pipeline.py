@@ -45,6 +45,29 @@ def test_reward_token_changes_the_conditioning(pipe):
         pipe("a person waves")
 
 
+def test_a_recorded_guidance_is_the_default_and_none_turns_it_off(bundle, tmp_path):
+    import json
+
+    tuned = tmp_path / "tuned"
+    MotionGPTForCausalLM.from_pretrained(bundle / "gpt").save_pretrained(tuned / "gpt")
+    mix = {"<mt>": 1.0, "<perception>": 1.0}
+    (tuned / "bundle.json").write_text(json.dumps({"base": str(bundle), "reward_token": mix}))
+    pipe = TextToMotionPipeline.from_pretrained(tuned)
+    assert pipe.reward_token == mix
+    seen = []  # the guidance each call encodes its prompts with
+    encode = pipe.text_encoder.features
+    pipe.text_encoder.features = lambda texts, reward_token=None: seen.append(reward_token) or encode(texts, reward_token)
+    default = pipe(["a person waves"], seed=0)
+    assert torch.equal(default.codes, pipe(["a person waves"], reward_token=mix, seed=0).codes)
+    pipe(["a person waves"], reward_token=None, seed=0)
+    assert seen == [mix, mix, None]
+    assert TextToMotionPipeline.from_pretrained(bundle).reward_token is None  # a bundle records none
+    with pytest.raises(ValueError, match="<fast>"):
+        TextToMotionPipeline(pipe.policy, pipe.tokenizer, pipe.text_encoder, reward_token="<fast>")
+    with pytest.raises(ValueError, match="own guidance"):
+        TextToMotionPipeline(pipe.policy, pipe.tokenizer, pipe.text_encoder, reward_token="default")
+
+
 def test_mismatched_parts_and_missing_dirs(bundle, pipe, tmp_path):
     other = MotionVQVAE(MotionVQVAEConfig(width=16, depth=1, codebook_size=32, code_dim=8))
     with pytest.raises(ValueError, match="codes"):

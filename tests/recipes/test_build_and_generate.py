@@ -56,14 +56,21 @@ def test_tiny_build_writes_a_calibrated_scorer_and_an_evaluator(tiny_bundle):
 
 
 def test_evaluate_cli(tiny_bundle, tmp_path):
-    result = _run("evaluate.py", "--model", tiny_bundle, "--name", "tiny", "--evaluator", tiny_bundle / "evaluator",
+    result = _run("evaluate.py", "--model", tiny_bundle, "--name", "tiny", "--model", tiny_bundle, "--name", "guided",
+                  "--reward_token", "default", "--reward_token", "<mt>+<perception>",
+                  "--evaluator", tiny_bundle / "evaluator",
                   "--rewards", tiny_bundle / "rewards", "--data_dir", tiny_bundle / "work" / "data",
                   "--repetitions", "2", "--mm_repetitions", "1", "--batch_size", "4", "--diversity_pairs", "4",
                   "--mm_num_texts", "4", "--mm_num_samples", "3", "--mm_num_pairs", "2",
                   "--out", tmp_path / "eval.json")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads((tmp_path / "eval.json").read_text())["rows"]
-    assert set(rows) == {"Real motion", "tiny"}
+    written = json.loads((tmp_path / "eval.json").read_text())
+    rows = written["rows"]
+    assert set(rows) == {"Real motion", "tiny", "guided"}
+    assert written["guidance"] == {"tiny": None, "guided": {"<mt>": 1.0, "<perception>": 1.0}}
+    assert "paired differences from 'tiny'" in result.stdout and "guided: top1" in result.stdout
+    bad = _run("evaluate.py", "--model", tiny_bundle, "--reward_token", "<fast>", "--out", tmp_path / "bad.json")
+    assert bad.returncode == 2 and "unknown reward token '<fast>'" in bad.stderr
     assert 0 <= rows["tiny"]["top1"][0] <= rows["tiny"]["top3"][0] <= 1 and rows["tiny"]["fid"][0] >= 0
     assert "multimodality" in rows["tiny"] and "perception" in rows["Real motion"]
     assert "Real motion" in result.stdout and "R-prec" in result.stdout
@@ -131,6 +138,10 @@ def test_main_job_fine_tunes_and_writes_model_logs_and_report(tiny_bundle, tmp_p
 
     pipe = TextToMotionPipeline.from_pretrained(out)  # the output is a model directory of its own
     assert pipe(["a person waves"], seed=0).joints.shape[-2:] == (22, 3)
+    trained = {"<mt>": 1.0, "<mm>": 1.0, "<perception>": 1.0}  # the tiny config trains with all three tokens
+    assert json.loads((out / "bundle.json").read_text())["reward_token"] == pipe.reward_token == trained
+    assert report["guidance"] == {"MotionGPT (base)": None, "MotionRL (fine-tuned)": trained}
+    assert "MotionRL (fine-tuned): equal mix of <mt>, <mm>, <perception>" in (out / "report.md").read_text()
 
 
 def test_main_job_with_lora_saves_adapters_that_load_merged(tiny_bundle, tmp_path):
