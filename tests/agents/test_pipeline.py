@@ -56,7 +56,9 @@ def test_a_recorded_guidance_is_the_default_and_none_turns_it_off(bundle, tmp_pa
     assert pipe.reward_token == mix
     seen = []  # the guidance each call encodes its prompts with
     encode = pipe.text_encoder.features
-    pipe.text_encoder.features = lambda texts, reward_token=None: seen.append(reward_token) or encode(texts, reward_token)
+    pipe.text_encoder.features = lambda texts, reward_token=None: (
+        seen.append(reward_token) or encode(texts, reward_token)
+    )
     default = pipe(["a person waves"], seed=0)
     assert torch.equal(default.codes, pipe(["a person waves"], reward_token=mix, seed=0).codes)
     pipe(["a person waves"], reward_token=None, seed=0)
