@@ -145,10 +145,16 @@ def test_main_job_fine_tunes_and_writes_model_logs_and_report(tiny_bundle, tmp_p
 
 
 def test_main_job_with_lora_saves_adapters_that_load_merged(tiny_bundle, tmp_path):
+    import psutil
+
     out = tmp_path / "lora"
-    result = _ppo(tiny_bundle, out, "--use_peft", "--lora_r", "4", "--report", "false")
+    # as the README runs it: `accelerate launch` alone exports OMP_NUM_THREADS=1, the job takes every core back
+    result = _ppo(
+        tiny_bundle, out, "--use_peft", "--lora_r", "4", "--report", "false", launcher=["accelerate", "launch"]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and not (out / "gpt").exists()
+    assert json.loads((out / "training.json").read_text())["cpu_threads"] == psutil.cpu_count(logical=False)
     from agents.pipeline import load_policy
 
     merged = load_policy(out)
