@@ -79,11 +79,6 @@ class TestSet:
         return captions, crops
 
 
-def _numpy(values) -> np.ndarray:
-    """A metric's values as a host array, whichever device computed them."""
-    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-
-
 class MotionJudge:
     """Embeds with the evaluator and scores perception; what the metrics are computed from."""
 
@@ -109,8 +104,8 @@ class MotionJudge:
             joints = features_to_joints(f)
             if self.critic is not None:
                 out["perception"].append(self.critic.score(self.converter.convert(joints, n), n).float().cpu().numpy())
-            out["foot_skating"].append(_numpy(metrics.foot_skating_ratio(joints, n)))
-            out["jerk"].append(_numpy(metrics.jerk(joints, n)))
+            out["foot_skating"].append(metrics.foot_skating_ratio(joints, n).cpu().numpy())
+            out["jerk"].append(metrics.jerk(joints, n).cpu().numpy())
         return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -135,7 +135,7 @@ def _compare(base: list[float], tuned: list[float], rows: tuple[tuple, tuple], h
     (base_mean, base_ci), (tuned_mean, tuned_ci) = rows
     out = {
         "base": base_mean, "tuned": tuned_mean, "difference": difference, "difference_ci95": half,
-        "repetitions": len(base), "ci95_sum": base_ci + tuned_ci,
+        "repetitions": len(base),
         "intervals_overlap": bool(abs(tuned_mean - base_mean) <= base_ci + tuned_ci),
     }  # fmt: skip
     if higher_is_better:

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from trl import get_peft_config
 
     from agents.pipeline import BUNDLE_RECORD, TextToMotionPipeline, default_checkpoint_dir, load_policy
-    from agents.ppo import MotionPPOTrainer, ParetoPPOTrainer, base_policy
+    from agents.ppo import NO_TOKEN, MotionPPOTrainer, ParetoPPOTrainer, base_policy
     from motion_env.datasets import load_humanml3d
     from motion_env.emission import default_parts
     from motion_env.procedural import ensure_dataset
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "use_peft": bool(model_args.use_peft),
         "log_history": trainer.state.log_history,
     }
-    trained_tokens = [token for token in args.reward_tokens if token != "none"]
+    trained_tokens = [token for token in args.reward_tokens if token != NO_TOKEN]
     guidance = {token: 1.0 for token in trained_tokens} if script.guidance == "mix" and trained_tokens else None
     if state.is_main_process:
         record = {"base": str(bundle.resolve()), "reward_token": guidance}
