@@ -171,6 +171,73 @@ class RowKVCache:
         self.lengths[:, rows if rows.dtype == torch.bool else rows.long()] = 0
 
 
+class PackedRows:
+    """Right-padded rows laid end to end in fewer rows of the same width, so padding costs no compute.
+
+    Rows of a batch ``(B, S)`` with ``lengths[b]`` valid positions are placed, longest first, into
+    the first packed row with room (first-fit decreasing). Every slot keeps the position it had in
+    its own row (so position embeddings need no change) and attends only to its own row's earlier
+    slots: the valid positions' outputs equal those of the padded batch. Slots left empty attend to
+    themselves and are dropped by `unpack`.
+
+    Attributes:
+        index: ``(P, S)`` long, each slot's position in the flattened padded batch ``(B * S)``; -1 when empty.
+        attention_mask: ``(P, 1, S, S)`` bool, the keys each slot may attend to.
+    """
+
+    def __init__(self, lengths: torch.Tensor, width: int):
+        if lengths.dim() != 1 or ((lengths < 1) | (lengths > width)).any():
+            raise ValueError(f"lengths must be a (B,) tensor of values in [1, {width}], got {lengths.tolist()}")
+        self.batch_size, self.width = len(lengths), width
+        bins: list[list[int]] = []  # rows packed into each packed row
+        room: list[int] = []
+        counts = lengths.tolist()
+        for row in sorted(range(len(counts)), key=lambda b: -counts[b]):
+            slot = next((i for i, free in enumerate(room) if free >= counts[row]), None)
+            if slot is None:
+                bins.append([])
+                room.append(width)
+                slot = len(bins) - 1
+            bins[slot].append(row)
+            room[slot] -= counts[row]
+        index = torch.full((len(bins), width), -1, dtype=torch.long)
+        segment = torch.full((len(bins), width), -1, dtype=torch.long)
+        for i, rows in enumerate(bins):
+            start = 0
+            for row in rows:
+                index[i, start : start + counts[row]] = row * width + torch.arange(counts[row])
+                segment[i, start : start + counts[row]] = row
+                start += counts[row]
+        steps = torch.arange(width)
+        same_row = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0)  # (P, S, S)
+        causal = steps[None, :] <= steps[:, None]  # (S, S)
+        self.attention_mask = ((same_row & causal) | torch.eye(width, dtype=torch.bool))[:, None].to(lengths.device)
+        self.index = index.to(lengths.device)
+        self._valid = self.index >= 0
+
+    @classmethod
+    def if_worth_it(cls, lengths: torch.Tensor, width: int, min_saving: float = 0.1) -> PackedRows | None:
+        """The packing of ``lengths``, or None when it would save less than ``min_saving`` of the positions."""
+        packed = cls(lengths, width)
+        return packed if len(packed.index) <= (1.0 - min_saving) * packed.batch_size else None
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.index)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, S, ...)`` -> ``(P, S, ...)``; empty slots are 0."""
+        flat = x.reshape(self.batch_size * self.width, *x.shape[2:])
+        packed = flat[self.index.clamp(min=0)]  # (P, S, ...)
+        return packed * self._valid.view(*self._valid.shape, *([1] * (x.dim() - 2))).to(x.dtype)
+
+    def unpack(self, y: torch.Tensor) -> torch.Tensor:
+        """``(P, S, ...)`` -> ``(B, S, ...)``; padding positions are 0."""
+        out = y.new_zeros(self.batch_size * self.width, *y.shape[2:])
+        out = out.index_put((self.index[self._valid],), y[self._valid])
+        return out.reshape(self.batch_size, self.width, *y.shape[2:])
+
+
 class MotionGPTAttention(nn.Module):
     def __init__(self, config: MotionGPTConfig, layer_idx: int):
         super().__init__()
@@ -185,12 +252,13 @@ class MotionGPTAttention(nn.Module):
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, hidden_states: torch.Tensor, cache=None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=None) -> torch.Tensor:
+        """``attention_mask`` (B, 1, T, T) bool, without a cache: the keys each position attends to (packing)."""
         B, T, C = hidden_states.shape
         q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(hidden_states).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         v = self.v_proj(hidden_states).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        mask = None
+        mask = attention_mask
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hs), S = past + T
             row_mask = getattr(cache, "attention_mask", None)  # a cache whose rows sit at their own positions
@@ -227,8 +295,8 @@ class MotionGPTBlock(GradientCheckpointingLayer):
         self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = MotionGPTMLP(config)
 
-    def forward(self, hidden_states: torch.Tensor, cache=None) -> torch.Tensor:
-        hidden_states = hidden_states + self.attn(self.ln_1(hidden_states), cache=cache)
+    def forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=None) -> torch.Tensor:
+        hidden_states = hidden_states + self.attn(self.ln_1(hidden_states), cache=cache, attention_mask=attention_mask)
         return hidden_states + self.mlp(self.ln_2(hidden_states))
 
 
@@ -333,9 +401,14 @@ class MotionGPTModel(MotionGPTPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids=None, text_features=None, cache=None, use_cache=None, past_key_values=None,
-                inputs_embeds=None):  # fmt: skip
-        """Final hidden states (B, T, C) of [text?, codes]; see `MotionGPTForCausalLM.forward`."""
+                inputs_embeds=None, packing: PackedRows | None = None):  # fmt: skip
+        """Final hidden states (B, T, C) of [text?, codes]; see `MotionGPTForCausalLM.forward`.
+
+        With ``packing`` (no cache) the rows run packed and come back padded, 0 past each row's length.
+        """
         cache = _cache_alias(cache, past_key_values)
+        if packing is not None and (cache is not None or use_cache):
+            raise ValueError("packing runs whole sequences: it cannot be combined with a cache")
         past_length = cache.get_seq_length() if cache is not None else 0
         _check_inputs(self.config, input_ids, text_features, past_length, inputs_embeds)
         if use_cache and cache is None:
@@ -352,9 +425,18 @@ class MotionGPTModel(MotionGPTPreTrainedModel):
             x = self.drop(x + self.wpe.weight[past_length : past_length + x.shape[1]])  # (B, T, C)
         else:
             x = self.drop(x + self.wpe(row_positions(x.shape[1])))  # (B, T, C)
+        if packing is not None:
+            if x.shape[:2] != (packing.batch_size, packing.width):
+                raise ValueError(f"packing was planned for rows ({packing.batch_size}, {packing.width}), "
+                                 f"got {tuple(x.shape[:2])}")  # fmt: skip
+            x = packing.pack(x)  # (P, T, C)
+        mask = None if packing is None else packing.attention_mask
         for block in self.h:
-            x = block(x, cache=cache)
-        return BaseModelOutputWithPast(last_hidden_state=self.ln_f(x), **{_CACHE_FIELD: cache if use_cache else None})
+            x = block(x, cache=cache, attention_mask=mask)
+        x = self.ln_f(x)
+        if packing is not None:
+            x = packing.unpack(x)  # (B, T, C)
+        return BaseModelOutputWithPast(last_hidden_state=x, **{_CACHE_FIELD: cache if use_cache else None})
 
 
 # transformers renamed the outputs' cache field from ``past_key_values`` to ``cache`` in 5.x;
@@ -494,7 +576,8 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
 
     def generate(self, text_features: torch.Tensor, *, max_codes: int | None = None, do_sample: bool = True,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | None = None, min_codes: int = 0, return_logprobs: bool = False):  # fmt: skip
+                 generator: torch.Generator | None = None, min_codes: int = 0, return_logprobs: bool = False,
+                 return_hidden_states: bool = False):  # fmt: skip
         """Sample code sequences for a batch of text features, each row stopping at its own END.
 
         Runs in the module's current mode: call `.eval()` first for dropout-free sampling.
@@ -507,13 +590,17 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
             generator: a `torch.Generator` for reproducible sampling.
             min_codes: END is not allowed before this many codes.
             return_logprobs: also return the log-probabilities of the emitted tokens.
+            return_hidden_states: also return the final hidden state from which each token was drawn.
 
         Returns:
             codes (B, max_codes) long, padded with PAD after each row's end (END itself excluded);
             lengths (B,) long; with `return_logprobs`, logprobs (B, max_codes) float:
             log softmax(logits / temperature) of the chosen token, before top-k / top-p / min_codes
             (so a teacher-forced forward with logits / temperature reproduces it). For t < length it
-            is the code's; at t = length (< max_codes) it is END's; after that 0.
+            is the code's; at t = length (< max_codes) it is END's; after that 0. With
+            `return_hidden_states`, last, hidden_states (B, max_codes, hidden_size): position t is
+            the state [text, codes[:t]], as a teacher-forced forward gives it; positions after a
+            row's END, and after the batch has ended, are 0. PPO reads its value estimates from them.
         """
         config = self.config
         max_codes = config.max_codes if max_codes is None else max_codes
@@ -530,15 +617,21 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
 
         _check_inputs(config, None, text_features, past_length=0)
         with torch.inference_mode():  # a little faster than no_grad per decode step
-            outputs = self._decode(text_features, max_codes, do_sample, temperature, top_k, top_p, generator,
-                                   min_codes, return_logprobs)  # fmt: skip
+            codes, lengths, logprobs, states = self._decode(text_features, max_codes, do_sample, temperature, top_k,
+                                                            top_p, generator, min_codes, return_logprobs,
+                                                            return_hidden_states)  # fmt: skip
+        outputs = (codes, lengths, logprobs, states)
+        asked = (True, True, return_logprobs, return_hidden_states)
+        outputs = tuple(x for x, keep in zip(outputs, asked) if keep)
         # inference tensors cannot be saved for backward; PPO feeds these codes to a training forward
-        outputs = tuple(x.clone() for x in outputs)
-        return outputs if return_logprobs else outputs[:2]
+        return tuple(x.clone() for x in outputs)
 
     def _decode(self, text_features, max_codes, do_sample, temperature, top_k, top_p, generator, min_codes,
-                return_logprobs):  # fmt: skip
-        """The sampling loop of `generate`: one cached forward of B new codes per step."""
+                return_logprobs, return_hidden_states):  # fmt: skip
+        """The sampling loop of `generate`: one cached forward of B new codes per step.
+
+        Returns codes, lengths, then logprobs and hidden states, each None when not asked for.
+        """
         config = self.config
         batch_size, device, end_id = text_features.shape[0], self.lm_head.weight.device, config.end_token_id
         cache = MotionKVCache(config, batch_size, max_codes + 1, dtype=self.lm_head.weight.dtype, device=device)
@@ -546,9 +639,14 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
         lengths = torch.full((batch_size,), max_codes, dtype=torch.long, device=device)
         logprobs = torch.zeros(batch_size, max_codes, device=device) if return_logprobs else None
         finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        states = None
+        if return_hidden_states:
+            states = torch.zeros(batch_size, max_codes, config.hidden_size, dtype=cache.keys.dtype, device=device)
 
         hidden = self.transformer(None, text_features, cache=cache).last_hidden_state  # (B, 1, C)
         for step in range(max_codes):
+            if states is not None:
+                states[:, step] = hidden[:, -1].masked_fill(finished[:, None], 0.0)
             logits = self._logits(hidden[:, -1]).float()  # (B, V)
             if temperature != 1.0:
                 logits = logits / temperature
@@ -571,8 +669,8 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
             if step == max_codes - 1 or bool(finished.all()):
                 break
             hidden = self.transformer(next_ids[:, None], cache=cache).last_hidden_state  # (B, 1, C)
-        return (codes, lengths, logprobs) if return_logprobs else (codes, lengths)
+        return codes, lengths, logprobs, states
 
 
 __all__ = ["MotionGPTConfig", "MotionGPTForCausalLM", "MotionGPTModel", "MotionGPTPreTrainedModel", "MotionKVCache",
-           "RowKVCache"]  # fmt: skip
+           "PackedRows", "RowKVCache"]  # fmt: skip

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from agents.motion_gpt import MotionGPTForCausalLM, MotionGPTModel
+from agents.motion_gpt import MotionGPTForCausalLM, MotionGPTModel, PackedRows
 from agents.pareto import grouped_non_dominated_mask
 from motion_env.emission import TOKEN_COLUMN, PromptSet
 from reward_models.rewards import REWARD_NAMES
@@ -212,14 +212,27 @@ class PolicyAndValue(nn.Module):
     def config(self):
         return base_policy(self.policy).config
 
-    def forward(self, text_features: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, L + 1, V) and values (B, L + 1) of the states [text, codes[:i]], i = 0..L."""
+    def forward(self, text_features: torch.Tensor, input_ids: torch.Tensor, lengths: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Logits (B, L + 1, V) and values (B, L + 1) of the states [text, codes[:i]], i = 0..L.
+
+        ``lengths`` (B,): how many of those states each row needs (its actions); the rows then run
+        packed where that saves compute, and the logits and values past a row's length are 0.
+        """
         base = base_policy(self.policy)
-        hidden = base.transformer(input_ids, text_features).last_hidden_state  # (B, L + 1, C)
-        logits = base._logits(hidden)
+        packing = None if lengths is None else PackedRows.if_worth_it(lengths, input_ids.shape[1] + 1)
+        hidden = base.transformer(input_ids, text_features, packing=packing).last_hidden_state  # (B, L + 1, C)
+        return base._logits(hidden), self.values(hidden, text_features, input_ids, packing)
+
+    def values(self, policy_hidden: torch.Tensor, text_features: torch.Tensor, input_ids: torch.Tensor,
+               packing: PackedRows | None = None) -> torch.Tensor:  # fmt: skip
+        """Values (B, L + 1) of the states [text, codes[:i]] from the policy's final hidden states of them.
+
+        The value head reads them directly; a separate critic runs its own transformer on the codes.
+        """
         if self.value_model is not None:
-            hidden = self.value_model(input_ids, text_features).last_hidden_state
-        return logits, self.value_head(hidden).squeeze(-1)
+            policy_hidden = self.value_model(input_ids, text_features, packing=packing).last_hidden_state
+        return self.value_head(policy_hidden).squeeze(-1)
 
 
 def base_policy(policy: nn.Module) -> MotionGPTForCausalLM:
@@ -491,17 +504,27 @@ class MotionPPOTrainer(Trainer):
         text_features = self.text_encoder.features(texts, tokens).to(device=device, dtype=torch.float32)
 
         generator = torch.Generator(device=device).manual_seed(_seed(args.seed, index, args.process_index))
-        codes, lengths = policy.generate(text_features, max_codes=self.max_codes, temperature=args.temperature,
-                                         min_codes=args.min_codes, generator=generator)  # fmt: skip
+        # In full precision the sampler's log-probabilities and hidden states are those of a teacher-
+        # forced forward over the codes (dropout is off, test), so the old log-probabilities and values
+        # need no second pass. Under mixed precision the update's forward runs in autocast and the
+        # sampler does not: there a forward pass gives old log-probabilities in the update's precision.
+        from_sampler = self.accelerator.mixed_precision == "no"
+        sampled = policy.generate(
+            text_features, max_codes=self.max_codes, temperature=args.temperature, min_codes=args.min_codes,
+            generator=generator, return_logprobs=True, return_hidden_states=from_sampler,
+        )  # fmt: skip
+        codes, lengths, logprobs = sampled[:3]
         width = int(torch.clamp(lengths + 1, max=self.max_codes).max())
         codes = codes[:, :width]
         steps = torch.arange(width, device=device)
         action_mask = (steps[None] <= lengths[:, None]).float()  # codes, then END unless cut at max_codes
         actions = codes.masked_fill(steps[None] == lengths[:, None], policy.config.end_token_id)
-
-        logits, values = model(text_features, codes[:, :-1])
-        logprobs, _ = token_logprobs(logits, actions, args.temperature)
-        ref_logprobs = self._ref_logprobs(model, text_features, codes, actions)
+        if from_sampler:
+            logprobs, values = logprobs[:, :width], model.values(sampled[3][:, :width], text_features, codes[:, :-1])
+        else:
+            logits, values = model(text_features, codes[:, :-1], action_mask.sum(-1).long())
+            logprobs = token_logprobs(logits, actions, args.temperature)[0]
+        ref_logprobs = self._ref_logprobs(model, text_features, codes, actions, action_mask)
 
         features, frames = self.vqvae.decode_motion(codes, lengths)
         ground_truth = [self.prompts.motions[p] for p, _ in rows]
@@ -533,12 +556,17 @@ class MotionPPOTrainer(Trainer):
         return Rollout(text_features, codes, lengths, actions, action_mask, logprobs, values, advantages, returns,
                        reward_matrix, scores, groups, selected, torch.tensor(index))  # fmt: skip
 
-    def _ref_logprobs(self, model, text_features, codes, actions) -> torch.Tensor:
-        if self.ref_model is not None:
+    def _ref_logprobs(self, model, text_features, codes, actions, action_mask) -> torch.Tensor:
+        lengths = action_mask.sum(-1).long()
+        if isinstance(self.ref_model, MotionGPTForCausalLM):
+            packing = PackedRows.if_worth_it(lengths, codes.shape[1])
+            hidden = self.ref_model.transformer(codes[:, :-1], text_features, packing=packing).last_hidden_state
+            logits = self.ref_model._logits(hidden)
+        elif self.ref_model is not None:
             logits = self.ref_model(input_ids=codes[:, :-1], text_features=text_features).logits
         else:  # the same network with its LoRA adapters off: no second copy of the weights
             with model.policy.disable_adapter():
-                logits, _ = model(text_features, codes[:, :-1])
+                logits, _ = model(text_features, codes[:, :-1], lengths)
         return token_logprobs(logits, actions, self.args.temperature)[0]
 
     def scalarize(self, reward_matrix: torch.Tensor, tokens: Sequence[str | None]) -> torch.Tensor:
@@ -583,7 +611,7 @@ class MotionPPOTrainer(Trainer):
 
     def compute_loss(self, model, inputs: Rollout, return_outputs=False, num_items_in_batch=None):
         args, batch = self.args, inputs
-        logits, values = model(batch.text_features, batch.codes[:, :-1])
+        logits, values = model(batch.text_features, batch.codes[:, :-1], batch.action_mask.sum(-1).long())
         logprobs, entropy = token_logprobs(logits, batch.actions, args.temperature)
         mask = batch.action_mask * batch.selected[:, None].float()
 

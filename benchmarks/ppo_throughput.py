@@ -5,7 +5,8 @@
 One iteration is what `MotionPPOTrainer` does per rollout: text features, KV-cached sampling of
 64 episodes (16 prompts × '<mt>' × 4 samples) of exactly 50 actions each (``min_codes`` 49 of
 ``max_codes`` 50: 49 or 50 codes, then END unless cut, so every row has 50 actions and the
-teacher-forced passes read 50 positions), the old-logprob and value pass, the reference pass,
+teacher-forced passes read 50 positions), the value head on the sampler's hidden states (which,
+with its log-probabilities, stand in for TRL's old-logprob and value forward), the reference pass,
 VQ-VAE decoding, scoring with the default `RewardScorer`, GAE, then 2 PPO epochs × 2 minibatches
 of 32 (forward, backward, gradient clipping, AdamW). It runs in ``trainer.train()`` itself: one
 warm-up iteration, then ``--iterations`` timed ones, wall time taken at the rollout boundaries
@@ -66,22 +67,22 @@ class TimedScorer:
         return self._call(features, lengths, prompts, ground_truth)
 
 
-def time_rollout_forward(model, stopwatch: Stopwatch) -> None:
-    """Time the policy-and-value forward while the model is in eval mode: the rollout's old-logprob pass."""
-    starts = []
+def time_rollout_values(model, stopwatch: Stopwatch) -> None:
+    """Time the rollout's value estimates: the value head on the sampler's states (eval mode only; in
+    the update they are part of the training forward)."""
+    values = model.values
 
-    def before(module, inputs):
-        if not module.training:
-            stopwatch.synchronize()
-            starts.append(time.perf_counter())
+    def timed_values(*args, **kwargs):
+        if model.training:
+            return values(*args, **kwargs)
+        stopwatch.synchronize()
+        start = time.perf_counter()
+        out = values(*args, **kwargs)
+        stopwatch.synchronize()
+        stopwatch.seconds["old_value"] += time.perf_counter() - start
+        return out
 
-    def after(module, inputs, output):
-        if not module.training:
-            stopwatch.synchronize()
-            stopwatch.seconds["old_value"] += time.perf_counter() - starts.pop()
-
-    model.register_forward_pre_hook(before)
-    model.register_forward_hook(after)
+    model.values = timed_values
 
 
 def build_trainer(args, workdir: str, stopwatch: Stopwatch, boundaries: list[float]):
@@ -129,7 +130,7 @@ def build_trainer(args, workdir: str, stopwatch: Stopwatch, boundaries: list[flo
     trainer.vqvae.decode_motion = stopwatch.wrap(trainer.vqvae.decode_motion, "decode")
     trainer._ref_logprobs = stopwatch.wrap(trainer._ref_logprobs, "reference")
     trainer.rollout = stopwatch.wrap(trainer.rollout, "rollout")
-    time_rollout_forward(model, stopwatch)
+    time_rollout_values(model, stopwatch)
     return trainer, device
 
 
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("text features (sentence encoder, reward-token mix)", phase["text_features"]),
         (f"sampling: KV-cached generate, {episodes} × {MAX_CODES} tokens", phase["sampling"]),
-        ("old-logprob + value forward", phase["old_value"]),
+        ("old log-probs (from the sampler) + value head", phase["old_value"]),
         ("reference forward (frozen copy)", phase["reference"]),
         ("VQ-VAE decode", phase["decode"]),
         ("scoring: default RewardScorer", phase["scoring"]),

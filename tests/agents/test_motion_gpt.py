@@ -3,7 +3,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, GenerationMixin
 
 import agents  # noqa: F401  (registers motion_gpt with the Auto classes)
-from agents.motion_gpt import MotionGPTConfig, MotionGPTForCausalLM, MotionKVCache
+from agents.motion_gpt import MotionGPTConfig, MotionGPTForCausalLM, MotionKVCache, PackedRows
 
 K, TEXT_DIM, MAX_CODES = 16, 8, 10
 END, PAD = K, K + 1
@@ -191,6 +191,19 @@ def test_logprobs_match_a_teacher_forced_forward(model, text):
     torch.testing.assert_close(logprobs[acted], expected[acted], rtol=1e-4, atol=1e-5)
 
 
+def test_hidden_states_match_a_teacher_forced_forward(model, text):
+    make_end_competitive(model)
+    codes, lengths, logprobs, hidden = model.generate(text, generator=torch.Generator().manual_seed(5),
+                                                      return_logprobs=True, return_hidden_states=True)  # fmt: skip
+    assert hidden.shape == (5, MAX_CODES, 32) and len(set(lengths.tolist())) > 1
+    with torch.no_grad():
+        expected = model.transformer(codes[:, : MAX_CODES - 1], text).last_hidden_state  # states [text, codes[:t]]
+    acted = torch.arange(MAX_CODES) <= lengths[:, None]
+    torch.testing.assert_close(hidden[acted], expected[acted], rtol=1e-5, atol=1e-5)
+    assert (hidden[~acted] == 0).all()
+    assert model.generate(text, return_hidden_states=True)[2].shape == (5, MAX_CODES, 32)  # without logprobs
+
+
 def test_min_codes_and_max_codes(model, text):
     with torch.no_grad():
         model.lm_head.bias[END] += 100.0  # END would win every step
@@ -302,3 +315,47 @@ def test_bad_input_raises_value_errors_naming_the_values(model, text):
     out = model(codes, text, use_cache=True)
     with pytest.raises(ValueError, match="only taken on the first call.*holds 4 positions"):
         model(codes[:, :1], text, cache=out.cache)
+
+
+# --- packing -----------------------------------------------------------------------------
+
+
+def test_packed_rows_match_the_padded_batch_in_outputs_and_gradients():
+    torch.manual_seed(3)
+    model = MotionGPTForCausalLM(tiny_config())
+    width = MAX_CODES + 1
+    lengths = torch.tensor([11, 4, 1, 7, 3, 9, 2, 5])  # valid positions (text + codes) per row
+    text, codes = torch.randn(8, TEXT_DIM), random_codes(8, MAX_CODES)
+    packing = PackedRows(lengths, width)
+    assert packing.num_rows < 8  # 42 positions fit in fewer rows of 11
+    assert sorted(packing.index[packing.index >= 0].tolist()) == [
+        b * width + t for b in range(8) for t in range(int(lengths[b]))
+    ]
+    valid = torch.arange(width) < lengths[:, None]
+
+    def run(packing):
+        hidden = model.transformer(codes, text, packing=packing).last_hidden_state
+        loss = (model._logits(hidden)[..., : END + 1].log_softmax(-1)[valid] * torch.linspace(-1, 1, END + 1)).sum()
+        return hidden, torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+
+    padded, padded_grads = run(None)
+    packed, packed_grads = run(packing)
+    torch.testing.assert_close(packed[valid], padded[valid], rtol=1e-5, atol=1e-5)
+    assert (packed[~valid] == 0).all()
+    for (name, _), a, b in zip(model.named_parameters(), padded_grads, packed_grads):
+        if a is None or "k_proj.bias" in name:  # a key bias has no effect on attention: its gradient is noise
+            continue
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_packing_is_skipped_when_it_saves_little_and_refuses_bad_input():
+    assert PackedRows.if_worth_it(torch.full((4,), 9), 10) is None  # no two rows fit together
+    assert PackedRows.if_worth_it(torch.tensor([5, 5, 5, 5]), 10).num_rows == 2
+    with pytest.raises(ValueError, match=r"lengths must be a \(B,\) tensor of values in \[1, 10\], got \[0, 3\]"):
+        PackedRows(torch.tensor([0, 3]), 10)
+    model = MotionGPTForCausalLM(tiny_config())
+    packing = PackedRows(torch.tensor([2, 3]), 4)
+    with pytest.raises(ValueError, match="cannot be combined with a cache"):
+        model.transformer(random_codes(2, 3), torch.randn(2, TEXT_DIM), use_cache=True, packing=packing)
+    with pytest.raises(ValueError, match=r"packing was planned for rows \(2, 4\), got \(2, 6\)"):
+        model.transformer(random_codes(2, 5), torch.randn(2, TEXT_DIM), packing=packing)
