@@ -94,10 +94,17 @@ class MotionJudge:
     def motions(
         self, features: torch.Tensor, lengths: torch.Tensor, embeddings_only: bool = False
     ) -> dict[str, np.ndarray]:
-        """Evaluator embeddings ``(B, D)`` and per-motion perception, skating and jerk ``(B,)``."""
+        """Evaluator embeddings ``(B, D)`` and per-motion perception, skating and jerk ``(B,)``, in input order.
+
+        Motions are batched by length (every model here reads a row's valid frames only), so a
+        batch is cut to lengths near its own instead of the longest motion's.
+        """
+        order = torch.argsort(torch.as_tensor(lengths).cpu(), stable=True)
         out = defaultdict(list)
         for s in batches(len(features), self.batch_size):
-            f, n = features[s, : int(lengths[s].max())], lengths[s]
+            rows = order[s].to(features.device)
+            n = lengths[rows]
+            f = features[rows, : int(n.max())]
             out["embedding"].append(self.evaluator.embed_motions(f, n).float().cpu().numpy())
             if embeddings_only:
                 continue
@@ -106,7 +113,8 @@ class MotionJudge:
                 out["perception"].append(self.critic.score(self.converter.convert(joints, n), n).float().cpu().numpy())
             out["foot_skating"].append(metrics.foot_skating_ratio(joints, n).cpu().numpy())
             out["jerk"].append(metrics.jerk(joints, n).cpu().numpy())
-        return {k: np.concatenate(v) for k, v in out.items()}
+        inverse = torch.argsort(order).numpy()
+        return {k: np.concatenate(v)[inverse] for k, v in out.items()}
 
 
 def _set_metrics(text_emb, motion_emb, real_emb, per_motion, settings, rng) -> dict[str, float]:

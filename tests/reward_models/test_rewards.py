@@ -51,6 +51,18 @@ def test_output_is_b_by_3_in_input_order(scorer, clips):
     torch.testing.assert_close(shuffled.raw, out.raw[order], rtol=1e-4, atol=1e-4)
 
 
+def test_length_sorted_chunks_give_the_whole_batch_rewards_in_input_order(scorer, clips):
+    motions = [m for m, _, _ in clips]
+    captions = [c for _, _, c in clips]
+    assert len({len(m) for m in motions}) > 3  # the chunks reorder rows
+    whole = _score(scorer, motions, captions, motions).raw
+    chunked = RewardScorer(scorer.encoders, scorer.converter, scorer.critic, scorer.weights, scorer.normalizer)
+    chunked.motion_batch_size = 5  # 12 rows: chunks of 5, 5 and 2 by length
+    torch.testing.assert_close(_score(chunked, motions, captions, motions).raw, whole, rtol=1e-5, atol=1e-4)
+    singles = torch.cat([_score(scorer, [m], [c], [m]).raw for m, c in zip(motions, captions)])
+    torch.testing.assert_close(whole, singles, rtol=1e-5, atol=1e-4)
+
+
 def test_normalisation_is_eq12_of_the_raw_values(scorer, clips):
     out = _score(scorer, [m for m, _, _ in clips[:4]], [c for _, _, c in clips[:4]])
     low, high = torch.tensor(scorer.normalizer.low), torch.tensor(scorer.normalizer.high)

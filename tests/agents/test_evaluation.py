@@ -1,0 +1,25 @@
+"""The evaluation judge: what it measures per motion does not depend on how motions are batched."""
+
+import numpy as np
+import torch
+
+from agents.evaluation import MotionJudge, TestSet
+from agents.pipeline import default_checkpoint_dir
+from motion_env.procedural import generate_dataset
+from reward_models import load_evaluator
+from reward_models.encoders import pad_arrays
+from reward_models.rewards import RewardScorer
+
+
+def test_judge_batches_by_length_and_answers_in_input_order(tmp_path):
+    bundle = default_checkpoint_dir()
+    scorer = RewardScorer.from_pretrained(bundle / "rewards")
+    judge = MotionJudge(load_evaluator(bundle / "evaluator"), scorer.converter, scorer.critic, batch_size=4)
+    motions = TestSet(generate_dataset(tmp_path / "data", 40, seed=5, workers=1, progress=False), "test").motions[:9]
+    assert len({len(m) for m in motions}) > 4  # length order differs from input order
+    features, lengths = pad_arrays(motions)
+    batched = judge.motions(features, lengths)
+    for i, motion in enumerate(motions):
+        single = judge.motions(torch.as_tensor(motion, dtype=torch.float32)[None], torch.tensor([len(motion)]))
+        for key, values in batched.items():
+            np.testing.assert_allclose(values[i], single[key][0], rtol=1e-4, atol=1e-4, err_msg=f"{key}[{i}]")
