@@ -4,7 +4,8 @@ Every repetition draws one caption per test clip, generates a motion for each, e
 real and generated motions with the held-out evaluator (never a reward model), and computes
 R-precision (batches of 32), FID, MM-Dist and Diversity; MultiModality uses 100 captions × 30
 samples. Alongside: perception score (the critic of Eq. 6 on the converter's SMPL rotations),
-foot skating and jerk. Results are ``mean ± 1.96·std/√R`` over the repetitions.
+foot skating and jerk (optionally in the first repetitions only). Results are ``mean ± 1.96·std/√R``
+over the repetitions.
 
 Real motions are cropped as the reference evaluator crops them: to a multiple of 4 frames, one
 unit shorter a third of the time, from a random start. FID compares each set against the
@@ -35,6 +36,9 @@ class EvaluationSettings:
     """How much evaluation to run; the defaults are the paper's protocol except where noted."""
 
     repetitions: int = 20
+    # Perception, foot skating and jerk (per-motion measurements, not the protocol's) in the first
+    # this many repetitions only; None: in all. They cost more than the embeddings and vary less.
+    per_motion_repetitions: int | None = None
     mm_repetitions: int = 5  # the protocol repeats MultiModality 20 times too; 3000 generations each
     mm_num_texts: int = 100
     mm_num_samples: int = 30
@@ -135,6 +139,8 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
     captions, R-precision batches and diversity pairs in repetition r).
     """
     settings = settings or EvaluationSettings()
+    if settings.per_motion_repetitions is not None and settings.per_motion_repetitions < 1:
+        raise ValueError(f"per_motion_repetitions must be >= 1 or None, got {settings.per_motion_repetitions}")
     full_features, full_lengths = pad_arrays(test_set.motions)
     real_emb = judge.motions(full_features, full_lengths, embeddings_only=True)["embedding"]  # FID's reference set
     per_rep = defaultdict(lambda: defaultdict(list))
@@ -144,7 +150,8 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
         captions, crops = test_set.draw(rng)
         text_emb = judge.texts(captions)
         features, lengths = pad_arrays(crops)
-        real = judge.motions(features, lengths)
+        per_motion = settings.per_motion_repetitions is None or rep < settings.per_motion_repetitions
+        real = judge.motions(features, lengths, embeddings_only=not per_motion)
         for key, value in _set_metrics(text_emb, real["embedding"], real_emb, real, settings, rng).items():
             per_rep[REAL_ROW][key].append(value)
         bar.update()
@@ -152,7 +159,7 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
             # every generator gets the same stream: same R-precision batches and diversity pairs (paired rows)
             generator_rng = np.random.default_rng([settings.seed, rep, 1])
             sample = pipeline(captions, temperature=settings.temperature, seed=settings.seed * 1000 + rep)
-            generated = judge.motions(sample.features, sample.lengths)
+            generated = judge.motions(sample.features, sample.lengths, embeddings_only=not per_motion)
             for key, value in _set_metrics(
                 text_emb, generated["embedding"], real_emb, generated, settings, generator_rng
             ).items():

@@ -56,6 +56,9 @@ class ReportSettings:
     """How much measuring the report does; the defaults take a few minutes on a CPU."""
 
     repetitions: int = _help("Repetitions of the evaluation protocol (the paper's 20).", default=5)
+    per_motion_repetitions: int | None = _help(
+        "Perception, foot skating and jerk in the first this many repetitions only (None: all).", default=None
+    )
     reward_prompts: int = _help("Test captions (one per clip, seeded) scored for the reward vectors.", default=64)
     num_gifs: int = _help("Side-by-side GIFs, of the first reward prompts.", default=4)
     temperature: float = _help("Sampling temperature of both models everywhere in the report.", default=1.0)
@@ -71,6 +74,9 @@ class ReportSettings:
         for name in ("repetitions", "reward_prompts", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ReportSettings.{name} must be >= 1, got {getattr(self, name)}")
+        if self.per_motion_repetitions is not None and not 1 <= self.per_motion_repetitions <= self.repetitions:
+            raise ValueError(f"ReportSettings.per_motion_repetitions must lie in [1, repetitions={self.repetitions}] "
+                             f"or be None, got {self.per_motion_repetitions}")  # fmt: skip
         if not 0 <= self.num_gifs <= self.reward_prompts:
             raise ValueError(f"ReportSettings.num_gifs must lie in [0, reward_prompts={self.reward_prompts}], "
                              f"got {self.num_gifs}")  # fmt: skip
@@ -215,7 +221,8 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
 
     # a. the evaluation protocol
     evaluation_settings = EvaluationSettings(
-        repetitions=settings.repetitions, mm_repetitions=0, batch_size=settings.batch_size,
+        repetitions=settings.repetitions, per_motion_repetitions=settings.per_motion_repetitions,
+        mm_repetitions=0, batch_size=settings.batch_size,
         diversity_pairs=min(EvaluationSettings.diversity_pairs, len(test_set)),
         temperature=settings.temperature, seed=settings.seed,
     )  # fmt: skip
@@ -308,6 +315,12 @@ def _verdict_lines(verdict: dict, base: str, tuned: str) -> list[str]:
     return lines
 
 
+def _per_motion_note(per_motion: int | None, repetitions: int) -> str:
+    if per_motion is None or per_motion >= repetitions:
+        return ""
+    return f" Perception, foot skating and jerk: the first {per_motion} repetitions."
+
+
 def _guidance(reward_token) -> str:
     if reward_token is None:
         return "none"
@@ -332,7 +345,8 @@ def _markdown(report: dict, rows: dict, captions: list[str]) -> str:
         f"- Evaluation protocol with the held-out evaluator: {settings['repetitions']} repetitions, one caption per "
         f"clip each, R-precision in batches of {settings['batch_size']}, Diversity over "
         f"{evaluation_settings['diversity_pairs']} pairs, MultiModality not run; both models on the same caption "
-        "draws, batches and pairs; cells are mean ±95% half-interval.",
+        "draws, batches and pairs; cells are mean ±95% half-interval."
+        + _per_motion_note(settings["per_motion_repetitions"], settings["repetitions"]),
         f"- Reward vectors: {len(captions)} test captions, one motion each per model, scored by the reward scorer "
         "(normalised, the caption's test motion as ground truth).",
         "- Reward-token guidance (Eq. 11): "

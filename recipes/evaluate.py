@@ -44,6 +44,10 @@ def parse_args(argv):
     parser.add_argument("--split", default="test")
     parser.add_argument("--repetitions", type=int, default=20)
     parser.add_argument(
+        "--per_motion_repetitions", type=int, default=None,
+        help="perception, foot skating and jerk in the first this many repetitions only (default: all)",
+    )  # fmt: skip
+    parser.add_argument(
         "--mm_repetitions", type=int, default=5, help="MultiModality repetitions (3000 generations each)"
     )
     parser.add_argument("--batch_size", type=int, default=32, help="R-precision batch (the protocol's 32)")
@@ -118,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         generators[name] = TextToMotionPipeline.from_pretrained(model)
         if reward_token != OWN_GUIDANCE:
             generators[name].reward_token = reward_token
-    settings = EvaluationSettings(repetitions=args.repetitions, mm_repetitions=args.mm_repetitions,
+    settings = EvaluationSettings(repetitions=args.repetitions, per_motion_repetitions=args.per_motion_repetitions,
+                                  mm_repetitions=args.mm_repetitions,
                                   mm_num_texts=args.mm_num_texts, mm_num_samples=args.mm_num_samples,
                                   mm_num_pairs=args.mm_num_pairs,
                                   diversity_pairs=args.diversity_pairs, batch_size=args.batch_size,

@@ -50,6 +50,10 @@ class ScriptArguments:
     )
     report: bool = field(default=True, metadata={"help": "Evaluate base and fine-tuned model and write the report."})
     eval_repetitions: int = field(default=5, metadata={"help": "Evaluation repetitions in the report."})
+    eval_per_motion_repetitions: int | None = field(
+        default=None,
+        metadata={"help": "Perception, foot skating and jerk in the first this many repetitions only (default: all)."},
+    )
     eval_max_clips: int | None = field(default=None, metadata={"help": "Evaluate on at most this many test clips."})
     eval_batch_size: int = field(
         default=32, metadata={"help": "R-precision batch of the evaluation (the protocol's 32)."}
@@ -181,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             tuned = base_policy(trainer.accelerator.unwrap_model(trainer.model).policy)  # LoRA stays active
             base_pipe = TextToMotionPipeline(load_policy(bundle).to(state.device), tokenizer, text_encoder)
             tuned_pipe = TextToMotionPipeline(tuned, tokenizer, text_encoder, reward_token=guidance)
-            settings = ReportSettings(repetitions=script.eval_repetitions, reward_prompts=script.reward_prompts,
+            settings = ReportSettings(repetitions=script.eval_repetitions,
+                                      per_motion_repetitions=script.eval_per_motion_repetitions,
+                                      reward_prompts=script.reward_prompts,
                                       num_gifs=script.num_gifs, seed=args.seed, max_clips=script.eval_max_clips,
                                       batch_size=script.eval_batch_size)  # fmt: skip
             summary = {key: value for key, value in training.items() if key != "log_history"}

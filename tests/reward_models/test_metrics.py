@@ -119,13 +119,25 @@ def test_fid_matches_the_closed_form_for_diagonal_gaussians():
     assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(expected, rel=1e-10)
 
 
-@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
+def test_frechet_distance_equals_the_general_matrix_square_root_form():
+    from scipy import linalg
+
+    rng = np.random.default_rng(9)
+    for n, dim in ((400, 24), (20, 24)):  # full-rank covariances, then fewer samples than dimensions
+        mixing = rng.normal(size=(dim, dim))
+        real, gen = rng.normal(size=(n, dim)) @ mixing, rng.normal(size=(n, dim)) @ mixing * 1.2 + 0.3
+        (mu1, sigma1), (mu2, sigma2) = activation_statistics(real), activation_statistics(gen)
+        covmean = linalg.sqrtm(sigma1 @ sigma2).real
+        expected = np.sum((mu1 - mu2) ** 2) + np.trace(sigma1 + sigma2 - 2 * covmean)
+        assert frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-6)
+
+
 def test_fid_with_a_constant_dimension_is_finite():
     rng = np.random.default_rng(8)
     real, gen = rng.normal(size=(500, 4)), rng.normal(size=(500, 4)) + 1.0
     real[:, 0] = gen[:, 0] = 2.0  # zero variance: Σ1Σ2 is singular
     value = fid(real, gen)
-    # The constant dimension adds nothing (up to the eps offset the singular product may need).
+    # The constant dimension adds nothing: Σ1Σ2 is singular, its root's trace is still exact.
     assert math.isfinite(value) and value == pytest.approx(fid(real[:, 1:], gen[:, 1:]), abs=1e-5)
 
 
