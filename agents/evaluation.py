@@ -26,7 +26,7 @@ from motion_env.datasets import UNIT_LENGTH, load_humanml3d
 from motion_env.features import features_to_joints
 from reward_models import metrics
 from reward_models.calibrate import batches
-from reward_models.encoders import pad_arrays
+from reward_models.encoders import length_batches, pad_arrays
 
 REAL_ROW = "Real motion"
 
@@ -103,10 +103,9 @@ class MotionJudge:
         Motions are batched by length (every model here reads a row's valid frames only), so a
         batch is cut to lengths near its own instead of the longest motion's.
         """
-        order = torch.argsort(torch.as_tensor(lengths).cpu(), stable=True)
+        rows_of_batches, inverse = length_batches(lengths, self.batch_size)
         out = defaultdict(list)
-        for s in batches(len(features), self.batch_size):
-            rows = order[s].to(features.device)
+        for rows in rows_of_batches:
             n = lengths[rows]
             f = features[rows, : int(n.max())]
             out["embedding"].append(self.evaluator.embed_motions(f, n).float().cpu().numpy())
@@ -117,7 +116,7 @@ class MotionJudge:
                 out["perception"].append(self.critic.score(self.converter.convert(joints, n), n).float().cpu().numpy())
             out["foot_skating"].append(metrics.foot_skating_ratio(joints, n).cpu().numpy())
             out["jerk"].append(metrics.jerk(joints, n).cpu().numpy())
-        inverse = torch.argsort(order).numpy()
+        inverse = inverse.cpu().numpy()
         return {k: np.concatenate(v)[inverse] for k, v in out.items()}
 
 

@@ -186,20 +186,9 @@ class PackedRows:
     """
 
     def __init__(self, lengths: torch.Tensor, width: int):
-        if lengths.dim() != 1 or ((lengths < 1) | (lengths > width)).any():
-            raise ValueError(f"lengths must be a (B,) tensor of values in [1, {width}], got {lengths.tolist()}")
-        self.batch_size, self.width = len(lengths), width
-        bins: list[list[int]] = []  # rows packed into each packed row
-        room: list[int] = []
-        counts = lengths.tolist()
-        for row in sorted(range(len(counts)), key=lambda b: -counts[b]):
-            slot = next((i for i, free in enumerate(room) if free >= counts[row]), None)
-            if slot is None:
-                bins.append([])
-                room.append(width)
-                slot = len(bins) - 1
-            bins[slot].append(row)
-            room[slot] -= counts[row]
+        counts = self._counts(lengths, width)
+        self.batch_size, self.width = len(counts), width
+        bins = self._first_fit(counts, width)
         index = torch.full((len(bins), width), -1, dtype=torch.long)
         segment = torch.full((len(bins), width), -1, dtype=torch.long)
         for i, rows in enumerate(bins):
@@ -215,11 +204,32 @@ class PackedRows:
         self.index = index.to(lengths.device)
         self._valid = self.index >= 0
 
+    @staticmethod
+    def _counts(lengths: torch.Tensor, width: int) -> list[int]:
+        if lengths.dim() != 1 or ((lengths < 1) | (lengths > width)).any():
+            raise ValueError(f"lengths must be a (B,) tensor of values in [1, {width}], got {lengths.tolist()}")
+        return lengths.tolist()
+
+    @staticmethod
+    def _first_fit(counts: list[int], width: int) -> list[list[int]]:
+        """The rows of each packed row: longest first, each into the first packed row with room."""
+        bins: list[list[int]] = []
+        room: list[int] = []
+        for row in sorted(range(len(counts)), key=lambda b: -counts[b]):
+            slot = next((i for i, free in enumerate(room) if free >= counts[row]), None)
+            if slot is None:
+                bins.append([])
+                room.append(width)
+                slot = len(bins) - 1
+            bins[slot].append(row)
+            room[slot] -= counts[row]
+        return bins
+
     @classmethod
     def if_worth_it(cls, lengths: torch.Tensor, width: int, min_saving: float = 0.1) -> PackedRows | None:
         """The packing of ``lengths``, or None when it would save less than ``min_saving`` of the positions."""
-        packed = cls(lengths, width)
-        return packed if len(packed.index) <= (1.0 - min_saving) * packed.batch_size else None
+        rows = len(cls._first_fit(cls._counts(lengths, width), width))
+        return cls(lengths, width) if rows <= (1.0 - min_saving) * len(lengths) else None
 
     @property
     def num_rows(self) -> int:
@@ -401,14 +411,16 @@ class MotionGPTModel(MotionGPTPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids=None, text_features=None, cache=None, use_cache=None, past_key_values=None,
-                inputs_embeds=None, packing: PackedRows | None = None):  # fmt: skip
+                inputs_embeds=None, attention_mask=None):  # fmt: skip
         """Final hidden states (B, T, C) of [text?, codes]; see `MotionGPTForCausalLM.forward`.
 
-        With ``packing`` (no cache) the rows run packed and come back padded, 0 past each row's length.
+        ``attention_mask`` (B, L) over ``input_ids``, right-padded: on a first call (text, no cache)
+        the rows then run packed (`PackedRows`) where that saves compute, and the hidden states
+        past each row's text and real codes are 0.
         """
         cache = _cache_alias(cache, past_key_values)
-        if packing is not None and (cache is not None or use_cache):
-            raise ValueError("packing runs whole sequences: it cannot be combined with a cache")
+        if attention_mask is not None:
+            _check_attention_mask(attention_mask, input_ids)
         past_length = cache.get_seq_length() if cache is not None else 0
         _check_inputs(self.config, input_ids, text_features, past_length, inputs_embeds)
         if use_cache and cache is None:
@@ -425,10 +437,10 @@ class MotionGPTModel(MotionGPTPreTrainedModel):
             x = self.drop(x + self.wpe.weight[past_length : past_length + x.shape[1]])  # (B, T, C)
         else:
             x = self.drop(x + self.wpe(row_positions(x.shape[1])))  # (B, T, C)
+        packing = None
+        if attention_mask is not None and cache is None and inputs_embeds is None and text_features is not None:
+            packing = PackedRows.if_worth_it(attention_mask.sum(-1).long() + 1, x.shape[1])  # text + real codes
         if packing is not None:
-            if x.shape[:2] != (packing.batch_size, packing.width):
-                raise ValueError(f"packing was planned for rows ({packing.batch_size}, {packing.width}), "
-                                 f"got {tuple(x.shape[:2])}")  # fmt: skip
             x = packing.pack(x)  # (P, T, C)
         mask = None if packing is None else packing.attention_mask
         for block in self.h:
@@ -508,8 +520,10 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
                 On later calls with a cache: only the new codes.
             text_features (`torch.FloatTensor` (B, text_dim)): required on the first call, refused later.
             attention_mask (`torch.LongTensor` (B, L)): 1 for real codes, then 0 (right padding only).
-                Attention is causal, so padding never reaches a real position; the mask only sets
-                `labels` past the first padded code to ignored.
+                Attention is causal, so padding never reaches a real position: the mask sets `labels`
+                past the first padded code to ignored and, on a first call, lets the rows run packed,
+                which skips the padding's compute (the logits past a row's END position are then the
+                head's bias).
             cache (`MotionKVCache`, `RowKVCache` or a transformers `Cache`): from the previous call's
                 output; `past_key_values` is accepted as its older name. With a `RowKVCache` every row
                 continues from its own filled length.
@@ -527,9 +541,8 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
         """
         cache = _cache_alias(cache, past_key_values)
         use_cache = cache is not None if use_cache is None else use_cache
-        if attention_mask is not None:
-            _check_attention_mask(attention_mask, input_ids)
-        outputs = self.transformer(input_ids, text_features, cache, use_cache, inputs_embeds=inputs_embeds)
+        outputs = self.transformer(input_ids, text_features, cache, use_cache, inputs_embeds=inputs_embeds,
+                                   attention_mask=attention_mask)  # fmt: skip
         logits = self._logits(outputs.last_hidden_state)  # (B, T, V)
         loss = None
         if labels is not None:

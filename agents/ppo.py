@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from agents.motion_gpt import MotionGPTForCausalLM, MotionGPTModel, PackedRows
+from agents.motion_gpt import MotionGPTForCausalLM, MotionGPTModel
 from agents.pareto import grouped_non_dominated_mask
 from motion_env.emission import TOKEN_COLUMN, PromptSet
 from reward_models.rewards import REWARD_NAMES
@@ -212,26 +212,25 @@ class PolicyAndValue(nn.Module):
     def config(self):
         return base_policy(self.policy).config
 
-    def forward(self, text_features: torch.Tensor, input_ids: torch.Tensor, lengths: torch.Tensor | None = None,
+    def forward(self, text_features: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Logits (B, L + 1, V) and values (B, L + 1) of the states [text, codes[:i]], i = 0..L.
 
-        ``lengths`` (B,): how many of those states each row needs (its actions); the rows then run
-        packed where that saves compute, and the logits and values past a row's length are 0.
+        ``attention_mask`` (B, L) marks the codes whose states are needed (right-padded); the rows
+        then run packed where that saves compute (see `MotionGPTModel.forward`).
         """
         base = base_policy(self.policy)
-        packing = None if lengths is None else PackedRows.if_worth_it(lengths, input_ids.shape[1] + 1)
-        hidden = base.transformer(input_ids, text_features, packing=packing).last_hidden_state  # (B, L + 1, C)
-        return base._logits(hidden), self.values(hidden, text_features, input_ids, packing)
+        hidden = base.transformer(input_ids, text_features, attention_mask=attention_mask).last_hidden_state
+        return base._logits(hidden), self.values(hidden, text_features, input_ids, attention_mask)
 
     def values(self, policy_hidden: torch.Tensor, text_features: torch.Tensor, input_ids: torch.Tensor,
-               packing: PackedRows | None = None) -> torch.Tensor:  # fmt: skip
+               attention_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Values (B, L + 1) of the states [text, codes[:i]] from the policy's final hidden states of them.
 
         The value head reads them directly; a separate critic runs its own transformer on the codes.
         """
         if self.value_model is not None:
-            policy_hidden = self.value_model(input_ids, text_features, packing=packing).last_hidden_state
+            policy_hidden = self.value_model(input_ids, text_features, attention_mask=attention_mask).last_hidden_state
         return self.value_head(policy_hidden).squeeze(-1)
 
 
@@ -522,7 +521,7 @@ class MotionPPOTrainer(Trainer):
         if from_sampler:
             logprobs, values = logprobs[:, :width], model.values(sampled[3][:, :width], text_features, codes[:, :-1])
         else:
-            logits, values = model(text_features, codes[:, :-1], action_mask.sum(-1).long())
+            logits, values = model(text_features, codes[:, :-1], _code_mask(action_mask))
             logprobs = token_logprobs(logits, actions, args.temperature)[0]
         ref_logprobs = self._ref_logprobs(model, text_features, codes, actions, action_mask)
 
@@ -557,16 +556,12 @@ class MotionPPOTrainer(Trainer):
                        reward_matrix, scores, groups, selected, torch.tensor(index))  # fmt: skip
 
     def _ref_logprobs(self, model, text_features, codes, actions, action_mask) -> torch.Tensor:
-        lengths = action_mask.sum(-1).long()
-        if isinstance(self.ref_model, MotionGPTForCausalLM):
-            packing = PackedRows.if_worth_it(lengths, codes.shape[1])
-            hidden = self.ref_model.transformer(codes[:, :-1], text_features, packing=packing).last_hidden_state
-            logits = self.ref_model._logits(hidden)
-        elif self.ref_model is not None:
-            logits = self.ref_model(input_ids=codes[:, :-1], text_features=text_features).logits
+        mask = _code_mask(action_mask)
+        if self.ref_model is not None:
+            logits = self.ref_model(input_ids=codes[:, :-1], text_features=text_features, attention_mask=mask).logits
         else:  # the same network with its LoRA adapters off: no second copy of the weights
             with model.policy.disable_adapter():
-                logits, _ = model(text_features, codes[:, :-1], lengths)
+                logits, _ = model(text_features, codes[:, :-1], mask)
         return token_logprobs(logits, actions, self.args.temperature)[0]
 
     def scalarize(self, reward_matrix: torch.Tensor, tokens: Sequence[str | None]) -> torch.Tensor:
@@ -611,7 +606,7 @@ class MotionPPOTrainer(Trainer):
 
     def compute_loss(self, model, inputs: Rollout, return_outputs=False, num_items_in_batch=None):
         args, batch = self.args, inputs
-        logits, values = model(batch.text_features, batch.codes[:, :-1], batch.action_mask.sum(-1).long())
+        logits, values = model(batch.text_features, batch.codes[:, :-1], _code_mask(batch.action_mask))
         logprobs, entropy = token_logprobs(logits, batch.actions, args.temperature)
         mask = batch.action_mask * batch.selected[:, None].float()
 
@@ -728,6 +723,11 @@ class ParetoPPOTrainer(MotionPPOTrainer):
 def _require(path: Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path.parent}: missing {path.name}; not a checkpoint written by MotionPPOTrainer")
+
+
+def _code_mask(action_mask: torch.Tensor) -> torch.Tensor:
+    """Which input codes ``codes[:, :-1]`` a teacher-forced pass needs: code j's state chooses action j + 1."""
+    return action_mask[:, 1:].long()
 
 
 def _collate_steps(items):

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from motion_env.export import atomic_path
 from motion_env.features import FEATURE_DIM, features_to_joints
-from reward_models.encoders import pad_arrays
+from reward_models.encoders import length_batches, pad_arrays
 from reward_models.normalize import RewardNormalizer
 
 REWARD_NAMES = ("text_adherence", "motion_quality", "perception")
@@ -182,20 +182,10 @@ class RewardScorer:
         return self.critic.score(rot6d, lengths).float()  # (B,), C of Eq. 6
 
     def _by_length(self, fn, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``fn(features, lengths)`` over chunks of ``motion_batch_size`` rows of similar length, in input order.
-
-        Every model here reads a row's valid frames only, so the result is the whole batch's; each
-        chunk is cut to its own longest row, and the recurrent and windowed models run over fewer
-        padded frames.
-        """
-        if len(features) <= self.motion_batch_size:
-            return fn(features[:, : int(lengths.max())], lengths)
-        order = torch.argsort(lengths, stable=True)
-        parts = []
-        for start in range(0, len(order), self.motion_batch_size):
-            rows = order[start : start + self.motion_batch_size]
-            parts.append(fn(features[rows, : int(lengths[rows].max())], lengths[rows]))
-        return torch.cat(parts)[torch.argsort(order)]
+        """``fn(features, lengths)`` over `length_batches` of ``motion_batch_size`` rows, in input order."""
+        batches, inverse = length_batches(lengths, self.motion_batch_size)
+        parts = [fn(features[rows, : int(lengths[rows].max())], lengths[rows]) for rows in batches]
+        return torch.cat(parts)[inverse]
 
     @staticmethod
     def _check_prompts(prompts, batch: int) -> list[str]:

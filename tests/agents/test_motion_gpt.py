@@ -326,36 +326,39 @@ def test_packed_rows_match_the_padded_batch_in_outputs_and_gradients():
     width = MAX_CODES + 1
     lengths = torch.tensor([11, 4, 1, 7, 3, 9, 2, 5])  # valid positions (text + codes) per row
     text, codes = torch.randn(8, TEXT_DIM), random_codes(8, MAX_CODES)
-    packing = PackedRows(lengths, width)
-    assert packing.num_rows < 8  # 42 positions fit in fewer rows of 11
+    packing = PackedRows.if_worth_it(lengths, width)
+    assert packing is not None and packing.num_rows < 8  # 42 positions fit in fewer rows of 11
     assert sorted(packing.index[packing.index >= 0].tolist()) == [
         b * width + t for b in range(8) for t in range(int(lengths[b]))
     ]
     valid = torch.arange(width) < lengths[:, None]
+    code_mask = valid[:, 1:].long()  # the real codes: a row's positions past its text
 
-    def run(packing):
-        hidden = model.transformer(codes, text, packing=packing).last_hidden_state
+    def run(attention_mask):
+        hidden = model.transformer(codes, text, attention_mask=attention_mask).last_hidden_state
         loss = (model._logits(hidden)[..., : END + 1].log_softmax(-1)[valid] * torch.linspace(-1, 1, END + 1)).sum()
         return hidden, torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
 
     padded, padded_grads = run(None)
-    packed, packed_grads = run(packing)
+    packed, packed_grads = run(code_mask)  # the mask makes the model pack
     torch.testing.assert_close(packed[valid], padded[valid], rtol=1e-5, atol=1e-5)
     assert (packed[~valid] == 0).all()
     for (name, _), a, b in zip(model.named_parameters(), padded_grads, packed_grads):
         if a is None or "k_proj.bias" in name:  # a key bias has no effect on attention: its gradient is noise
             continue
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)
+    # the causal LM's loss over labels masked by the same attention_mask does not change either
+    labels = torch.cat([codes, torch.full((8, 1), END)], dim=1)
+    loss = model(codes, text, labels=labels, attention_mask=code_mask).loss
+    with torch.no_grad():
+        unpacked = model._logits(model.transformer(codes, text).last_hidden_state)
+    expected = torch.nn.functional.cross_entropy(unpacked[valid], labels[valid])
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_packing_is_skipped_when_it_saves_little_and_refuses_bad_input():
     assert PackedRows.if_worth_it(torch.full((4,), 9), 10) is None  # no two rows fit together
     assert PackedRows.if_worth_it(torch.tensor([5, 5, 5, 5]), 10).num_rows == 2
-    with pytest.raises(ValueError, match=r"lengths must be a \(B,\) tensor of values in \[1, 10\], got \[0, 3\]"):
-        PackedRows(torch.tensor([0, 3]), 10)
-    model = MotionGPTForCausalLM(tiny_config())
-    packing = PackedRows(torch.tensor([2, 3]), 4)
-    with pytest.raises(ValueError, match="cannot be combined with a cache"):
-        model.transformer(random_codes(2, 3), torch.randn(2, TEXT_DIM), use_cache=True, packing=packing)
-    with pytest.raises(ValueError, match=r"packing was planned for rows \(2, 4\), got \(2, 6\)"):
-        model.transformer(random_codes(2, 5), torch.randn(2, TEXT_DIM), packing=packing)
+    for bad in (PackedRows, PackedRows.if_worth_it):
+        with pytest.raises(ValueError, match=r"lengths must be a \(B,\) tensor of values in \[1, 10\], got \[0, 3\]"):
+            bad(torch.tensor([0, 3]), 10)
