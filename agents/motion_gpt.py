@@ -337,6 +337,15 @@ class MotionGPTPreTrainedModel(PreTrainedModel):
             ) from err
 
 
+def _sharded(module: nn.Module) -> bool:
+    """Whether FSDP2 (`torch.distributed.fsdp.fully_shard`) manages any part of ``module``."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch without FSDP2
+        return False
+    return any(isinstance(m, FSDPModule) for m in module.modules())
+
+
 def _check_inputs(config: MotionGPTConfig, input_ids, text_features, past_length: int, inputs_embeds=None) -> None:
     """Raise a ValueError naming the offending value for input the model cannot take."""
     if inputs_embeds is not None:
@@ -508,8 +517,10 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
 
     def _logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         logits = self.lm_head(hidden_states)  # (..., V)
-        logits[..., self.config.pad_token_id] = float("-inf")  # PAD is padding, never an action
-        return logits
+        pad = torch.full((1,), self.config.pad_token_id, device=logits.device)
+        # PAD is padding, never an action. Out of place: a new tensor rather than a view of the
+        # head's 2-D product, which FSDP2 cannot hook for backward.
+        return logits.index_fill(-1, pad, float("-inf"))
 
     def forward(self, input_ids=None, text_features=None, attention_mask=None, cache=None, labels=None,
                 use_cache=None, return_dict=True, past_key_values=None,
@@ -629,7 +640,9 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
         _check_inputs(config, None, text_features, past_length=0)
-        with torch.inference_mode():  # a little faster than no_grad per decode step
+        # inference mode is a little faster than no_grad per decode step, but FSDP's gathered weights
+        # must stay usable by the training forward that follows
+        with torch.no_grad() if _sharded(self) else torch.inference_mode():
             codes, lengths, logprobs, states = self._decode(text_features, max_codes, do_sample, temperature, top_k,
                                                             top_p, generator, min_codes, return_logprobs,
                                                             return_hidden_states)  # fmt: skip

@@ -221,7 +221,12 @@ class PolicyAndValue(nn.Module):
         """
         base = base_policy(self.policy)
         hidden = base.transformer(input_ids, text_features, attention_mask=attention_mask).last_hidden_state
-        return base._logits(hidden), self.values(hidden, text_features, input_ids, attention_mask)
+        return base._logits(hidden), self._values(hidden, text_features, input_ids, attention_mask)
+
+    def generate(self, text_features: torch.Tensor, **kwargs):
+        """The policy's `MotionGPTForCausalLM.generate` (adapters active), called through this module so
+        that FSDP gathers its weights for sampling (see `register_fsdp_methods`)."""
+        return base_policy(self.policy).generate(text_features, **kwargs)
 
     def values(self, policy_hidden: torch.Tensor, text_features: torch.Tensor, input_ids: torch.Tensor,
                attention_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
@@ -229,9 +234,25 @@ class PolicyAndValue(nn.Module):
 
         The value head reads them directly; a separate critic runs its own transformer on the codes.
         """
+        return self._values(policy_hidden, text_features, input_ids, attention_mask)
+
+    def register_fsdp_methods(self) -> None:
+        """Let `generate` and `values`, called outside `forward`, gather FSDP2-sharded weights as `forward`
+        does (no-op without FSDP2; call once, after `fully_shard`)."""
+        try:
+            from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+        except ImportError:
+            return
+        if isinstance(self, FSDPModule) and not getattr(self, "_fsdp_methods_registered", False):
+            register_fsdp_forward_method(self, "generate")
+            register_fsdp_forward_method(self, "values")
+            self._fsdp_methods_registered = True
+
+    def _values(self, policy_hidden, text_features, input_ids, attention_mask=None) -> torch.Tensor:
         if self.value_model is not None:
             policy_hidden = self.value_model(input_ids, text_features, attention_mask=attention_mask).last_hidden_state
-        return self.value_head(policy_hidden).squeeze(-1)
+        head = self.value_head  # one output: hidden · w + b, (B, L + 1) and not a view (FSDP2 hooks it)
+        return policy_hidden @ head.weight[0] + head.bias
 
 
 def base_policy(policy: nn.Module) -> MotionGPTForCausalLM:
@@ -374,7 +395,9 @@ class _NonFiniteGradients(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         params = [p for p in self.trainer.model.parameters() if p.grad is not None]
-        finite = torch.stack([torch.isfinite(p.grad).all() for p in params]).all() if params else torch.tensor(True)
+        # each process checks the gradients it holds (its shards under FSDP); the reduction joins them
+        grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in params]
+        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all() if grads else torch.tensor(True)
         finite = self.trainer.accelerator.reduce(finite.float().to(self.trainer.accelerator.device), "min")
         if finite.item() < 1:
             for p in params:
@@ -491,7 +514,6 @@ class MotionPPOTrainer(Trainer):
         """Sample, score, select and compute advantages for rollout ``index``."""
         args, device = self.args, self.accelerator.device
         model = self.accelerator.unwrap_model(self.model)
-        policy = base_policy(model.policy)
         model.eval()
 
         prompt_ids = self.rollout_prompts(index)
@@ -508,7 +530,8 @@ class MotionPPOTrainer(Trainer):
         # need no second pass. Under mixed precision the update's forward runs in autocast and the
         # sampler does not: there a forward pass gives old log-probabilities in the update's precision.
         from_sampler = self.accelerator.mixed_precision == "no"
-        sampled = policy.generate(
+        model.register_fsdp_methods()
+        sampled = model.generate(
             text_features, max_codes=self.max_codes, temperature=args.temperature, min_codes=args.min_codes,
             generator=generator, return_logprobs=True, return_hidden_states=from_sampler,
         )  # fmt: skip
@@ -517,7 +540,7 @@ class MotionPPOTrainer(Trainer):
         codes = codes[:, :width]
         steps = torch.arange(width, device=device)
         action_mask = (steps[None] <= lengths[:, None]).float()  # codes, then END unless cut at max_codes
-        actions = codes.masked_fill(steps[None] == lengths[:, None], policy.config.end_token_id)
+        actions = codes.masked_fill(steps[None] == lengths[:, None], model.config.end_token_id)
         if from_sampler:
             logprobs, values = logprobs[:, :width], model.values(sampled[3][:, :width], text_features, codes[:, :-1])
         else:
@@ -558,7 +581,11 @@ class MotionPPOTrainer(Trainer):
     def _ref_logprobs(self, model, text_features, codes, actions, action_mask) -> torch.Tensor:
         mask = _code_mask(action_mask)
         if self.ref_model is not None:
-            logits = self.ref_model(input_ids=codes[:, :-1], text_features=text_features, attention_mask=mask).logits
+            # in the policy forward's precision (its autocast, under mixed precision): a KL estimate of
+            # two differently rounded log-probabilities would reward rounding, not staying close
+            with self.accelerator.autocast():
+                logits = self.ref_model(input_ids=codes[:, :-1], text_features=text_features,
+                                        attention_mask=mask).logits  # fmt: skip
         else:  # the same network with its LoRA adapters off: no second copy of the weights
             with model.policy.disable_adapter():
                 logits, _ = model(text_features, codes[:, :-1], mask)
@@ -656,15 +683,23 @@ class MotionPPOTrainer(Trainer):
             return
         output_dir.mkdir(parents=True, exist_ok=True)
         model = self.accelerator.unwrap_model(self.model)
-        if self.is_peft:
-            model.policy.save_pretrained(output_dir / "adapter")
-        else:
-            model.policy.save_pretrained(output_dir / "gpt")
-        critic = {f"value_head.{k}": v for k, v in model.value_head.state_dict().items()}
-        if model.value_model is not None:
-            critic |= {f"value_model.{k}": v for k, v in model.value_model.state_dict().items()}
+        if state_dict is None:
+            state_dict = model.state_dict()
+        # a full state dict of `PolicyAndValue`: gathered by the Trainer (DeepSpeed) or `save_model` (FSDP)
+        policy = {k[len("policy.") :]: v for k, v in state_dict.items() if k.startswith("policy.")}
+        model.policy.save_pretrained(output_dir / ("adapter" if self.is_peft else "gpt"), state_dict=policy)
+        critic = {k: v for k, v in state_dict.items() if k.startswith(("value_head.", "value_model."))}
         save_file({k: v.detach().contiguous().cpu() for k, v in critic.items()}, str(output_dir / VALUE_FILE))
         (output_dir / CONFIG_FILE).write_text(self.args.to_json_string())
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """As the Trainer's, but under FSDP the weights are always gathered into full tensors first (the
+        Trainer writes nothing for a sharded state-dict type, yet the model directory needs whole weights)."""
+        if self.is_fsdp_enabled:
+            state_dict = self.accelerator.get_state_dict(self.model)
+            self._save(output_dir, state_dict=state_dict)
+            return
+        super().save_model(output_dir, _internal_call)
 
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
@@ -703,7 +738,8 @@ class MotionPPOTrainer(Trainer):
     def weights_in_sync(self) -> bool:
         """Whether every process holds the same trainable weights (a checksum gathered from all)."""
         model = self.accelerator.unwrap_model(self.model)
-        checksum = torch.stack([p.detach().double().sum() for p in model.parameters() if p.requires_grad]).sum()
+        full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters() if p.requires_grad]
+        checksum = torch.stack([p.detach().double().sum() for p in full]).sum()
         sums = self.accelerator.gather(checksum.reshape(1).to(self.accelerator.device))
         return bool((sums == sums[0]).all())
 

@@ -125,7 +125,7 @@ def build_trainer(args, workdir: str, stopwatch: Stopwatch, boundaries: list[flo
                                callbacks=[RolloutBoundaries()])  # fmt: skip
     trainer.remove_callback(PrinterCallback)  # the logs still happen (their cost counts), unprinted
     model = trainer.accelerator.unwrap_model(trainer.model)
-    model.policy.generate = stopwatch.wrap(model.policy.generate, "sampling")
+    model.generate = stopwatch.wrap(model.generate, "sampling")
     trainer.text_encoder.features = stopwatch.wrap(trainer.text_encoder.features, "text_features")
     trainer.vqvae.decode_motion = stopwatch.wrap(trainer.vqvae.decode_motion, "decode")
     trainer._ref_logprobs = stopwatch.wrap(trainer._ref_logprobs, "reference")

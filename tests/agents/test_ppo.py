@@ -15,6 +15,7 @@ from agents.ppo import (
     MotionPPOConfig,
     MotionPPOTrainer,
     ParetoPPOTrainer,
+    PolicyAndValue,
     Rollout,
     gae,
     kl_penalty,
@@ -216,6 +217,16 @@ def test_kl_is_zero_while_the_policy_is_the_reference_and_grows_after_updates(pa
     assert abs(trainer._metrics["objective/kl"][-1]) > 1e-4
 
 
+def test_under_mixed_precision_the_reference_runs_in_the_policys_precision(parts, tmp_path):
+    # bf16 autocast (CPU here): the old log-probabilities come from an autocast forward, so must the
+    # reference's, or the KL term starts at the rounding difference instead of 0
+    # (as in training, where the Trainer has wrapped the policy's forward in autocast)
+    trainer = make_trainer(parts, tmp_path, bf16=True, use_cpu=not torch.cuda.is_available(), max_steps=1)
+    trainer.train()
+    assert trainer.accelerator.mixed_precision == "bf16"
+    assert abs(trainer.state.log_history[0]["objective/kl"]) < 1e-4
+
+
 def test_lora_reference_is_the_adapter_free_network_and_adapters_save_and_merge(parts, tmp_path):
     config = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, lora_dropout=0.0)
     trainer = make_trainer(parts, tmp_path, peft_config=config, max_steps=2)
@@ -309,6 +320,18 @@ def test_resume_from_a_checkpoint_reproduces_the_next_steps(parts, tmp_path):
         torch.testing.assert_close(value, params(run.model)[name])
 
 
+def test_save_writes_a_given_full_state_dict(parts, tmp_path):
+    # under FSDP/DeepSpeed the weights arrive gathered as a state dict; they, not the module's shards, are saved
+    trainer = make_trainer(parts, tmp_path)
+    gathered = {k: v + 1 for k, v in trainer.model.state_dict().items()}
+    trainer._save(tmp_path / "saved", state_dict=gathered)
+    saved = load_policy(tmp_path / "saved")
+    for name, tensor in saved.state_dict().items():
+        torch.testing.assert_close(tensor, gathered[f"policy.{name}"])
+    critic = load_file(str(tmp_path / "saved" / "value.safetensors"))
+    torch.testing.assert_close(critic["value_head.weight"], gathered["value_head.weight"])
+
+
 def test_a_missing_checkpoint_file_is_named(parts, tmp_path):
     trainer = make_trainer(parts, tmp_path)
     (tmp_path / "checkpoint-1").mkdir()
@@ -393,3 +416,53 @@ def test_a_nonfinite_gradient_skips_the_update_and_is_logged(parts, tmp_path):
         assert torch.equal(value, before[name]), name
     assert trainer.state.log_history[0]["skipped/nonfinite_gradients"] == 1
     assert "skipped/nonfinite_loss" not in trainer.state.log_history[0]
+
+
+# ---- FSDP2 (sharded over 2 CPU processes with gloo; accelerate runs FSDP on GPUs only) ----
+
+
+def _fsdp_worker(rank: int, store: str, results: dict) -> None:
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from agents.motion_gpt import MotionGPTBlock
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        reference = PolicyAndValue(tiny_policy()).eval()
+        torch.nn.init.normal_(reference.value_head.weight)
+        sharded = copy.deepcopy(reference)
+        for block in sharded.modules():
+            if isinstance(block, MotionGPTBlock):
+                fully_shard(block)
+        fully_shard(sharded)
+        sharded.register_fsdp_methods()
+        sharded.register_fsdp_methods()  # a second call must not wrap the methods twice
+        text = torch.randn(4, 384, generator=torch.Generator().manual_seed(1))
+
+        def sample(model):
+            return model.generate(text, max_codes=8, min_codes=2, generator=torch.Generator().manual_seed(0),
+                                  return_logprobs=True, return_hidden_states=True)  # fmt: skip
+
+        mine, theirs = sample(sharded), sample(reference)
+        same = all(torch.allclose(a.float(), b.float(), atol=1e-5) for a, b in zip(mine, theirs))
+        values = sharded.values(mine[3], text, mine[0])
+        same_values = torch.allclose(values, reference.values(theirs[3], text, theirs[0]), atol=1e-5)
+        sharded.train()
+        logits, values = sharded(text, mine[0])
+        (logits.logsumexp(-1).mean() + values.mean()).backward()
+        grads = [p.grad for p in sharded.parameters() if p.grad is not None]
+        results[rank] = (same, same_values, len(grads) == len(list(sharded.parameters())))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp2_sampling_and_values_gather_the_sharded_weights(tmp_path):
+    # generate and values run outside forward; registered as FSDP forward methods they see whole weights
+    ctx = torch.multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        results = manager.dict()
+        torch.multiprocessing.start_processes(_fsdp_worker, args=(str(tmp_path / "store"), results), nprocs=2,
+                                              start_method="spawn")  # fmt: skip
+        results = dict(results)
+    assert results == {0: (True, True, True), 1: (True, True, True)}
