@@ -85,6 +85,37 @@ def time_rollout_values(model, stopwatch: Stopwatch) -> None:
     model.values = timed_values
 
 
+def forward_flops(config, positions: int) -> float:
+    """FLOPs of one teacher-forced forward of a row over ``positions`` states [text, codes...].
+
+    Counted, 2 per multiply-add: the text projection, each layer's q/k/v/o and MLP products, causal
+    attention's scores and weighted sums (position i attends to i + 1), the LM head. Norms,
+    activations, softmax and the value head (one dot product per state) are left out.
+    """
+    d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    linear = positions * (layers * (4 * d * d + 2 * d * ff) + d * config.vocab_size) + config.text_dim * d
+    attention = layers * 2 * d * positions * (positions + 1) // 2
+    return 2.0 * (linear + attention)
+
+
+def matmul_rate(device: str, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large fp32 matrix product on ``device`` with the current threads: the ceiling for
+    the policy's passes."""
+    import torch
+
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    synchronize = torch.cuda.synchronize if device == "cuda" else lambda: None
+    a @ b
+    synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
+
+
 def build_trainer(args, workdir: str, stopwatch: Stopwatch, boundaries: list[float]):
     import torch
     from transformers import PrinterCallback, TrainerCallback
@@ -153,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     synchronize = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
+    peak = matmul_rate("cuda" if torch.cuda.is_available() else "cpu")  # before the trainer holds any memory
     stopwatch, boundaries = Stopwatch(synchronize), []
     with tempfile.TemporaryDirectory() as workdir:
         trainer, device = build_trainer(args, workdir, stopwatch, boundaries)
@@ -200,6 +232,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"| ratio: ours without scoring / quoted TRL | | | {ratio:.2f}x | target >= {TARGET_RATIO}x: "
           f"{'met' if ratio >= TARGET_RATIO else 'not met'} |")  # fmt: skip
+
+    # How far compute allows: the policy's passes at this device's large-matrix-product rate.
+    config = trainer.accelerator.unwrap_model(trainer.model).config
+    row = forward_flops(config, MAX_CODES)  # 50 states per episode: [text, codes[:49]]
+    update_flops = trainer.args.num_ppo_epochs * episodes * 3 * row  # backward ≈ 2 forwards
+    passes = {"sampling": episodes * row, "reference": episodes * row, "update": update_flops}
+    seconds = {"sampling": phase["sampling"], "reference": phase["reference"], "update": total - phase["rollout"]}
+    policy_flops = sum(passes.values())
+    other = total - phase["scoring"] - sum(seconds.values())  # text features, decoding, GAE, ...: as measured
+    bound = policy_flops / peak + other
+    print(f"\n| compute | GFLOP per iteration | s per iteration | GFLOP/s | share of the {peak / 1e9:.0f} GFLOP/s "
+          "of a 2048³ fp32 matrix product here |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|")
+    for name, flops in passes.items():
+        rate = flops / seconds[name]
+        print(f"| {name} (counted: linear layers, attention, LM head) | {flops / 1e9:.1f} | {seconds[name]:.3f} | "
+              f"{rate / 1e9:.1f} | {rate / peak:.0%} |")  # fmt: skip
+    print(f"| all policy passes at the matrix-product rate, the rest ({other:.3f} s) as measured | "
+          f"{policy_flops / 1e9:.1f} | {bound:.3f} | | {episodes / bound:.1f} episodes/s, "
+          f"{episodes / bound / TRL_EPISODES_PER_SECOND:.2f}x the quoted TRL figure |")  # fmt: skip
     return 0
 
 
