@@ -110,6 +110,10 @@ class MotionKVCache:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.lengths[layer_idx]
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (a bool mask or indices over the batch), in order: drops ended sequences."""
+        self.keys, self.values = self.keys[:, rows], self.values[:, rows]
+
 
 class RowKVCache:
     """Keys and values of a batch whose rows each sit at their own position (envs restarting at different steps).
@@ -337,7 +341,7 @@ class MotionGPTPreTrainedModel(PreTrainedModel):
             ) from err
 
 
-def _sharded(module: nn.Module) -> bool:
+def is_fsdp_managed(module: nn.Module) -> bool:
     """Whether FSDP2 (`torch.distributed.fsdp.fully_shard`) manages any part of ``module``."""
     try:
         from torch.distributed.fsdp import FSDPModule
@@ -489,14 +493,19 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
     return logits
 
 
-def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _sample(probs: torch.Tensor, generator: torch.Generator | None, rows: torch.Tensor | None = None,
+            batch_size: int | None = None) -> torch.Tensor:  # fmt: skip
     """One draw per row from probs (B, V) -> (B,), by inverse CDF.
 
     One uniform per row; `torch.multinomial` draws V exponentials per row, ~1 ms of a ~13 ms
-    decode step at B = 64, V = 514 on a 2-core CPU.
+    decode step at B = 64, V = 514 on a 2-core CPU. With ``rows`` (B,) of a batch of
+    ``batch_size``, the uniforms of the whole batch are drawn and those of ``rows`` used, so the
+    generator's stream does not depend on which rows are still sampled.
     """
     cdf = probs.cumsum(-1)  # (B, V)
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)  # (B, 1)
+    n = probs.shape[0] if rows is None else batch_size
+    u = torch.rand(n, 1, generator=generator, device=probs.device, dtype=cdf.dtype)  # (n, 1)
+    u = u if rows is None else u[rows]  # (B, 1)
     ids = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)  # (B, 1)
     # should u * total round up to the total, it would land past the last possible code
     ids = torch.where(probs.gather(1, ids) > 0, ids, probs.argmax(-1, keepdim=True))
@@ -642,7 +651,7 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
         _check_inputs(config, None, text_features, past_length=0)
         # inference mode is a little faster than no_grad per decode step, but FSDP's gathered weights
         # must stay usable by the training forward that follows
-        with torch.no_grad() if _sharded(self) else torch.inference_mode():
+        with torch.no_grad() if is_fsdp_managed(self) else torch.inference_mode():
             codes, lengths, logprobs, states = self._decode(text_features, max_codes, do_sample, temperature, top_k,
                                                             top_p, generator, min_codes, return_logprobs,
                                                             return_hidden_states)  # fmt: skip
@@ -670,31 +679,39 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
             states = torch.zeros(batch_size, max_codes, config.hidden_size, dtype=cache.keys.dtype, device=device)
 
         hidden = self.transformer(None, text_features, cache=cache).last_hidden_state  # (B, 1, C)
+        # The rows still computed (b of B, in cache order). Once an eighth of them have ended, they
+        # leave the batch and the cache: the rest decode as before, the same uniforms drawn.
+        rows = torch.arange(batch_size, device=device)
         for step in range(max_codes):
+            ended = finished[rows]  # (b,)
             if states is not None:
-                states[:, step] = hidden[:, -1].masked_fill(finished[:, None], 0.0)
-            logits = self._logits(hidden[:, -1]).float()  # (B, V)
+                states[rows, step] = hidden[:, -1].masked_fill(ended[:, None], 0.0)
+            logits = self._logits(hidden[:, -1]).float()  # (b, V)
             if temperature != 1.0:
                 logits = logits / temperature
             if return_logprobs:
-                step_logprobs = logits.log_softmax(-1)  # (B, V)
+                step_logprobs = logits.log_softmax(-1)  # (b, V)
             if step < min_codes:
                 logits[:, end_id] = float("-inf")
             if do_sample:
-                probs = _filter_logits(logits, top_k, top_p).softmax(-1)  # (B, V)
-                next_ids = _sample(probs, generator)  # (B,)
+                probs = _filter_logits(logits, top_k, top_p).softmax(-1)  # (b, V)
+                next_ids = _sample(probs, generator, rows, batch_size)  # (b,)
             else:
-                next_ids = logits.argmax(-1)  # (B,)
+                next_ids = logits.argmax(-1)  # (b,)
 
             if return_logprobs:
-                logprobs[:, step] = step_logprobs.gather(1, next_ids[:, None]).squeeze(1).masked_fill_(finished, 0.0)
+                logprobs[rows, step] = step_logprobs.gather(1, next_ids[:, None]).squeeze(1).masked_fill_(ended, 0.0)
             is_end = next_ids == end_id
-            codes[:, step] = next_ids.masked_fill(finished | is_end, config.pad_token_id)
-            lengths.masked_fill_(is_end & ~finished, step)
-            finished |= is_end
+            codes[rows, step] = next_ids.masked_fill(ended | is_end, config.pad_token_id)
+            lengths[rows] = lengths[rows].masked_fill(is_end & ~ended, step)
+            finished[rows] = ended | is_end
             if step == max_codes - 1 or bool(finished.all()):
                 break
-            hidden = self.transformer(next_ids[:, None], cache=cache).last_hidden_state  # (B, 1, C)
+            live = ~finished[rows]  # (b,)
+            if 8 * (len(rows) - int(live.sum())) >= len(rows):
+                rows, next_ids = rows[live], next_ids[live]
+                cache.select(live)
+            hidden = self.transformer(next_ids[:, None], cache=cache).last_hidden_state  # (b, 1, C)
         return codes, lengths, logprobs, states
 
 

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from agents.motion_gpt import MotionGPTForCausalLM, MotionGPTModel
+from agents.motion_gpt import MotionGPTForCausalLM, MotionGPTModel, is_fsdp_managed
 from agents.pareto import grouped_non_dominated_mask
 from motion_env.emission import TOKEN_COLUMN, PromptSet
 from reward_models.rewards import REWARD_NAMES
@@ -712,23 +712,22 @@ class MotionPPOTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         folder = Path(resume_from_checkpoint)
         unwrapped = self.accelerator.unwrap_model(model or self.model)
+        weights = folder / ("adapter/adapter_model.safetensors" if self.is_peft else "gpt/model.safetensors")
+        _require(weights)
+        _require(folder / VALUE_FILE)
+        critic = load_file(str(folder / VALUE_FILE))
         if self.is_peft:
             from peft import set_peft_model_state_dict
 
-            weights = folder / "adapter" / "adapter_model.safetensors"
-            _require(weights)
             set_peft_model_state_dict(unwrapped.policy, load_file(str(weights)))
+            unwrapped.value_head.load_state_dict({k[11:]: v for k, v in critic.items() if k.startswith("value_head.")})
+            if unwrapped.value_model is not None:
+                unwrapped.value_model.load_state_dict(
+                    {k[12:]: v for k, v in critic.items() if k.startswith("value_model.")}
+                )
         else:
-            weights = folder / "gpt" / "model.safetensors"
-            _require(weights)
-            unwrapped.policy.load_state_dict(load_file(str(weights)))
-        _require(folder / VALUE_FILE)
-        critic = load_file(str(folder / VALUE_FILE))
-        unwrapped.value_head.load_state_dict({k[11:]: v for k, v in critic.items() if k.startswith("value_head.")})
-        if unwrapped.value_model is not None:
-            unwrapped.value_model.load_state_dict(
-                {k[12:]: v for k, v in critic.items() if k.startswith("value_model.")}
-            )
+            policy = {f"policy.{k}": v for k, v in load_file(str(weights)).items()}
+            load_full_state_dict(unwrapped, policy | critic)
         saved = folder / f"rollout_{self.args.process_index}.safetensors"
         if saved.is_file():
             tensors = load_file(str(saved), device=str(self.accelerator.device))
@@ -754,6 +753,17 @@ class ParetoPPOTrainer(MotionPPOTrainer):
 
     def select(self, reward_matrix: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         return grouped_non_dominated_mask(reward_matrix, groups)
+
+
+def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load whole tensors into ``model`` (strictly); under FSDP2 each process keeps its own shards of them."""
+    if is_fsdp_managed(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        # a copy: it replaces the dict's tensors by this process's shards
+        set_model_state_dict(model, dict(state_dict), options=StateDictOptions(full_state_dict=True))
+    else:
+        model.load_state_dict(state_dict)
 
 
 def _require(path: Path) -> None:

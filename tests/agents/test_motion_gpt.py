@@ -32,11 +32,13 @@ def random_codes(batch: int, length: int, seed: int = 2) -> torch.Tensor:
 
 def force_end_at(model: MotionGPTForCausalLM, steps: list[int]):
     """Hook the head so that row i emits END at generation step steps[i] (-1: never)."""
-    calls = {"step": 0}
+    calls = {"step": 0, "rows": list(range(len(steps)))}  # the batch's rows, as generate computes them
 
     def hook(module, args, logits):
-        if logits.dim() == 2:  # generate's per-step call: (B, V)
-            rows = torch.tensor([s == calls["step"] for s in steps])
+        if logits.dim() == 2:  # generate's per-step call: (b, V)
+            if logits.shape[0] < len(calls["rows"]):  # the ended rows left the batch
+                calls["rows"] = [r for r in calls["rows"] if not 0 <= steps[r] < calls["step"]]
+            rows = torch.tensor([steps[r] == calls["step"] for r in calls["rows"]])
             logits[rows, END] = 1e4
             calls["step"] += 1
         return logits

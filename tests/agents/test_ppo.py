@@ -19,6 +19,7 @@ from agents.ppo import (
     Rollout,
     gae,
     kl_penalty,
+    load_full_state_dict,
     masked_mean,
     token_logprobs,
 )
@@ -452,12 +453,20 @@ def _fsdp_worker(rank: int, store: str, results: dict) -> None:
         logits, values = sharded(text, mine[0])
         (logits.logsumexp(-1).mean() + values.mean()).backward()
         grads = [p.grad for p in sharded.parameters() if p.grad is not None]
-        results[rank] = (same, same_values, len(grads) == len(list(sharded.parameters())))
+        # resuming: whole tensors from a checkpoint go into each process's shards
+        noise = torch.Generator().manual_seed(2)  # the same file on every process
+        state = {k: v + 0.01 * torch.randn(v.shape, generator=noise) for k, v in reference.state_dict().items()}
+        load_full_state_dict(sharded.eval(), state)
+        load_full_state_dict(reference, state)
+        loaded = all(
+            torch.allclose(a.float(), b.float(), atol=1e-5) for a, b in zip(sample(sharded), sample(reference))
+        )
+        results[rank] = (same, same_values, len(grads) == len(list(sharded.parameters())), loaded)
     finally:
         dist.destroy_process_group()
 
 
-def test_fsdp2_sampling_and_values_gather_the_sharded_weights(tmp_path):
+def test_fsdp2_sampling_values_and_loading_work_on_the_sharded_weights(tmp_path):
     # generate and values run outside forward; registered as FSDP forward methods they see whole weights
     ctx = torch.multiprocessing.get_context("spawn")
     with ctx.Manager() as manager:
@@ -465,4 +474,4 @@ def test_fsdp2_sampling_and_values_gather_the_sharded_weights(tmp_path):
         torch.multiprocessing.start_processes(_fsdp_worker, args=(str(tmp_path / "store"), results), nprocs=2,
                                               start_method="spawn")  # fmt: skip
         results = dict(results)
-    assert results == {0: (True, True, True), 1: (True, True, True)}
+    assert results == {0: (True, True, True, True), 1: (True, True, True, True)}
