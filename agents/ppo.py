@@ -249,6 +249,7 @@ class PolicyAndValue(nn.Module):
             self._fsdp_methods_registered = True
 
     def _values(self, policy_hidden, text_features, input_ids, attention_mask=None) -> torch.Tensor:
+        # `forward` calls this one: `values` may be registered with FSDP, whose hooks must not run twice
         if self.value_model is not None:
             policy_hidden = self.value_model(input_ids, text_features, attention_mask=attention_mask).last_hidden_state
         head = self.value_head  # one output: hidden · w + b, (B, L + 1) and not a view (FSDP2 hooks it)

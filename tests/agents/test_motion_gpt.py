@@ -129,6 +129,38 @@ def test_cached_incremental_forward_matches_full_forward(model, text, cache_kind
 # --- generate ----------------------------------------------------------------------------
 
 
+def reference_sample(model, text: torch.Tensor, seed: int) -> list[list[int]]:
+    """Sampling without a cache or dropped rows: every row recomputed from its whole prefix each step,
+    one uniform per row of the whole batch per step (inverse CDF), until every row has ended."""
+    generator = torch.Generator().manual_seed(seed)
+    rows, ended = [[] for _ in text], [False] * len(text)
+    for _ in range(MAX_CODES):
+        u = torch.rand(len(text), 1, generator=generator)
+        for i, feature in enumerate(text):
+            if ended[i]:
+                continue
+            probs = model(torch.tensor([rows[i]], dtype=torch.long), feature[None]).logits[0, -1].softmax(-1)
+            cdf = probs.cumsum(-1)
+            token = int(torch.searchsorted(cdf, u[i] * cdf[-1], right=True))
+            ended[i] = token == END
+            if not ended[i]:
+                rows[i].append(token)
+        if all(ended):
+            break
+    return rows
+
+
+@torch.no_grad()
+def test_rows_that_end_leave_the_batch_without_changing_the_other_rows_samples(model):
+    make_end_competitive(model)
+    text = torch.randn(16, TEXT_DIM, generator=torch.Generator().manual_seed(3))
+    for seed in range(3):
+        codes, lengths = model.generate(text, generator=torch.Generator().manual_seed(seed))
+        assert len(set(lengths.tolist())) > 2  # rows end at different steps, so some leave the batch early
+        expected = reference_sample(model, text, seed)
+        assert [row[:n].tolist() for row, n in zip(codes, lengths)] == expected
+
+
 def test_generate_stops_each_row_at_its_own_end(model, text):
     steps = [0, 3, -1, 7, 1]  # -1: never emits END, cut at max_codes
     handle = force_end_at(model, steps)
