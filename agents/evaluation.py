@@ -53,13 +53,14 @@ class TestSet:
     """A test split grouped by clip: each clip's raw motion and its captions."""
 
     def __init__(self, data_dir: str | Path, split: str = "test"):
-        rows = load_humanml3d(data_dir, split)
+        rows = load_humanml3d(data_dir, split)[:]  # columns, formatted in one pass
         by_clip = defaultdict(list)
         motions = {}
-        for row in rows:
-            by_clip[row["clip_id"]].append(row["caption"])
-            if row["clip_id"] not in motions and row["start"] == row["end"] == 0.0:
-                motions[row["clip_id"]] = np.asarray(row["motion"])
+        for clip_id, caption, start, end, motion in zip(rows["clip_id"], rows["caption"], rows["start"], rows["end"],
+                                                         rows["motion"]):  # fmt: skip
+            by_clip[clip_id].append(caption)
+            if clip_id not in motions and start == end == 0.0:
+                motions[clip_id] = np.asarray(motion)
         self.clip_ids = sorted(c for c in by_clip if c in motions)
         if not self.clip_ids:
             raise ValueError(f"{data_dir}: split {split!r} has no whole-clip captions to evaluate on")

@@ -43,8 +43,9 @@ class PromptSet:
         elif hasattr(source, "column_names"):
             if "caption" not in source.column_names:
                 raise ValueError(f"a prompt dataset needs a 'caption' column, got columns {source.column_names}")
-            texts = list(source["caption"])
-            motions = list(source["motion"]) if "motion" in source.column_names else [None] * len(texts)
+            columns = source[:]  # one formatting pass: column by column, a dataset formats row by row
+            texts = list(columns["caption"])
+            motions = list(columns["motion"]) if "motion" in columns else [None] * len(texts)
         else:
             raise TypeError(
                 f"prompts must be a datasets.Dataset, a list of strings or a path, got {type(source).__name__}"
