@@ -408,16 +408,32 @@ class MotionVQVAE(FeatureStatsMixin, PreTrainedModel):
         return self.decode_embeddings(self.codebook[codes], code_lengths)  # (B, N, C) -> (B, T, D)
 
     @torch.no_grad()
-    def decode_motion(self, codes: torch.Tensor, code_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode_motion(
+        self, codes: torch.Tensor, code_lengths: torch.Tensor, batch_size: int = 64
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generated codes -> raw (un-normalised) features (B, 4N, D) and frame lengths (B,).
 
         Entries past a row's length (PAD, END) are never decoded into its frames; rows of 0 codes
-        give 0 frames.
+        give 0 frames. Rows are decoded in batches of ``batch_size`` of similar length, each cut to
+        its longest row: the decoder masks every layer, so a row's frames do not depend on its
+        batch, and short rows stop paying for the longest one.
         """
+        if codes.ndim != 2:
+            raise ValueError(f"codes must have shape (B, N), got {tuple(codes.shape)}")
+        B, N = codes.shape
         code_lengths = torch.as_tensor(code_lengths, device=codes.device).long()
+        if code_lengths.shape != (B,) or (B and (code_lengths.min() < 0 or code_lengths.max() > N)):
+            raise ValueError(
+                f"code_lengths must have shape ({B},) with values in [0, N={N}], got {code_lengths.tolist()}"
+            )
         safe = codes.clamp(0, self.config.codebook_size - 1)  # PAD past the end would index past the codebook
-        features = self.denormalize(self.decode(safe, code_lengths))
-        return features, code_lengths * self.config.downsample_factor
+        factor = self.config.downsample_factor
+        normalised = torch.zeros(B, N * factor, self.config.feature_dim, dtype=self.codebook.dtype, device=codes.device)
+        for rows in torch.argsort(code_lengths, stable=True).split(batch_size):
+            n = int(code_lengths[rows].max())
+            if n > 0:
+                normalised[rows, : n * factor] = self.decode(safe[rows, :n], code_lengths[rows])  # (b, 4n, D)
+        return self.denormalize(normalised), code_lengths * factor
 
     @staticmethod
     def _masked_smooth_l1(reconstruction, features, frame_mask, part: slice) -> torch.Tensor:

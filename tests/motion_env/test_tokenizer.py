@@ -200,6 +200,28 @@ def test_decode_embeddings_of_codebook_rows_equals_decode(model):
     assert logits.grad.abs().sum() > 0
 
 
+def test_decode_motion_in_length_batches_equals_one_padded_batch(model):
+    g = torch.Generator().manual_seed(1)
+    model.set_normalizer(torch.randn(FEATURE_DIM, generator=g), torch.rand(FEATURE_DIM, generator=g) + 0.5)
+    codes = torch.randint(16, (9, 7), generator=g)
+    code_lengths = torch.tensor([7, 0, 3, 5, 1, 7, 2, 0, 6])
+    codes[torch.arange(7) >= code_lengths[:, None]] = 17  # PAD past each row's end
+    one, frames = model.decode_motion(codes, code_lengths, batch_size=len(codes))
+    for batch_size in (1, 2, 4):
+        batched, batched_frames = model.decode_motion(codes, code_lengths, batch_size=batch_size)
+        assert torch.equal(batched_frames, frames) and batched.shape == one.shape == (9, 28, FEATURE_DIM)
+        torch.testing.assert_close(batched, one, rtol=1e-5, atol=1e-5)
+    # Frames past a row's end, a row of 0 codes included, hold the decoded zero: the feature mean.
+    past = torch.arange(28) >= frames[:, None]  # (B, T)
+    torch.testing.assert_close(one[past], model.denormalize(torch.zeros(int(past.sum()), FEATURE_DIM)))
+    # Each row is its own decode: the batch it sits in does not change it.
+    for i in (0, 3, 6):
+        alone, _ = model.decode_motion(codes[i : i + 1, : code_lengths[i]], code_lengths[i : i + 1])
+        torch.testing.assert_close(one[i, : frames[i]], alone[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"code_lengths must have shape \(9,\) with values in \[0, N=7\]"):
+        model.decode_motion(codes, code_lengths + 1)
+
+
 def test_save_and_load_are_identical(model, tmp_path):
     g = torch.Generator().manual_seed(0)
     mean, std = torch.randn(FEATURE_DIM, generator=g), torch.rand(FEATURE_DIM, generator=g) + 0.5
