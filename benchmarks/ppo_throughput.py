@@ -177,7 +177,9 @@ def measure_trl(trl_dir: str, iterations: int, seed: int) -> dict:
         command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", trl_dir,
                    f"trl=={TRL_WITH_PPO}"]  # fmt: skip
         print(f"installing the baseline: {' '.join(command[2:])}", flush=True)
-        subprocess.run(command, check=True)
+        if subprocess.run(command).returncode != 0:
+            raise SystemExit(f"could not install trl=={TRL_WITH_PPO} into {trl_dir} (the package index is needed "
+                             "once); install it there yourself, or run with --trl quoted")  # fmt: skip
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trl_ppo_baseline.py")
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [trl_dir, os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, script, "--iterations", str(iterations), "--seed", str(seed)],
