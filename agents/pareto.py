@@ -9,7 +9,8 @@ The filter is vectorised (tensor ops, no Python loop over samples or groups) and
 dominance is transitive, it first tests every sample against the few strongest samples of its
 group (largest reward sums), which dominate most of the rest, and then compares only the
 survivors all against all within their groups: O(N²K) at worst, when every sample is on the
-front, and far less on typical batches. Rewards are compared one column at a time, so memory is
+front, and far less on typical batches. Many small groups (a rollout's prompts) skip the stages:
+every group's pairs are compared at once in one padded block, in fewer tensor operations. Rewards are compared one column at a time, so memory is
 one bool per compared pair. A NaN or Inf reward is an error upstream and raises instead of
 silently winning or losing every comparison.
 
@@ -72,6 +73,25 @@ def _layout(sorted_groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     _, group, counts = torch.unique_consecutive(sorted_groups, return_inverse=True, return_counts=True)
     starts = (counts.cumsum(dim=0) - counts).index_select(0, group)
     return group, torch.arange(len(sorted_groups), device=sorted_groups.device) - starts, counts
+
+
+# Many small groups are compared all against all in one padded (G, W, W) block when it holds at
+# most this many pairs per row (W = 64 for equal groups): fewer tensor ops than the two stages.
+BLOCK_PAIRS_PER_ROW = 64
+
+
+def _front_in_one_block(rewards: torch.Tensor, order: torch.Tensor, group, slot, counts) -> torch.Tensor:
+    """Non-dominated mask within groups, all pairs of every group at once; ``order`` sorts the rows by
+    group and ``group``, ``slot``, ``counts`` are its `_layout`."""
+    k, n = rewards.shape[1], rewards.shape[0]
+    size, width = len(counts), int(counts.max())
+    cell = group * width + slot  # (N,) position in the flattened (G, W) block, in sorted order
+    columns = rewards.detach().T.index_select(1, order)  # (K, N)
+    padded = columns.new_zeros(k, size * width).index_copy_(1, cell, columns).view(k, size, width)
+    filled = torch.zeros(size * width, dtype=torch.bool, device=rewards.device).index_fill_(0, cell, True)
+    pairs = _dominates(padded[..., None], padded[:, :, None]).logical_and_(filled.view(size, width, 1))  # (G, W, W)
+    on_front = ~_any(pairs, dim=1).flatten().index_select(0, cell)  # (N,) in sorted order
+    return torch.zeros(n, dtype=torch.bool, device=rewards.device).index_copy_(0, order, on_front)
 
 
 def _front(rewards: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
@@ -158,7 +178,12 @@ def grouped_non_dominated_mask(rewards: torch.Tensor, groups: torch.Tensor) -> t
                          f"got {tuple(groups.shape)}")  # fmt: skip
     if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
         raise ValueError(f"groups must be integer group ids, got dtype {groups.dtype}")
-    return _front(rewards, groups.to(rewards.device))
+    groups = groups.to(rewards.device)
+    order = torch.argsort(groups, stable=True)
+    group, slot, counts = _layout(groups.index_select(0, order))
+    if len(counts) and len(counts) * int(counts.max()) ** 2 <= BLOCK_PAIRS_PER_ROW * len(groups):
+        return _front_in_one_block(rewards, order, group, slot, counts)
+    return _front(rewards, groups)
 
 
 def _area_2d(points: np.ndarray) -> float:

@@ -48,8 +48,16 @@ def test_mask_equals_reference_on_continuous_rewards():
         assert non_dominated_mask(rewards).tolist() == reference_non_dominated(rewards.tolist())
 
 
+@pytest.fixture(params=["two stages", "one block"])
+def grouped_path(request, monkeypatch):
+    """Runs a grouped test through each implementation: the two-stage filter, or every group's pairs
+    in one padded block (chosen by size, so forced here)."""
+    monkeypatch.setattr(pareto, "BLOCK_PAIRS_PER_ROW", 0 if request.param == "two stages" else 10**9)
+    return request.param
+
+
 @pytest.mark.parametrize("num_groups", [1, 3, 8])
-def test_grouped_mask_equals_per_group_reference(num_groups):
+def test_grouped_mask_equals_per_group_reference(num_groups, grouped_path):
     generator = torch.Generator().manual_seed(num_groups)
     for _ in range(20):
         rewards = tied_rewards(generator, 64, 3)
@@ -62,6 +70,7 @@ def test_grouped_mask_equals_per_group_reference(num_groups):
 @pytest.mark.parametrize("num_strong", [1, 2, 1000])
 def test_mask_is_exact_whatever_the_first_stage_prunes(monkeypatch, num_strong):
     monkeypatch.setattr(pareto, "NUM_STRONG", num_strong)
+    monkeypatch.setattr(pareto, "BLOCK_PAIRS_PER_ROW", 0)  # small groups would skip the stages
     generator = torch.Generator().manual_seed(num_strong)
     for _ in range(10):
         rewards = tied_rewards(generator, 90, 3, levels=4)
@@ -71,7 +80,7 @@ def test_mask_is_exact_whatever_the_first_stage_prunes(monkeypatch, num_strong):
             rewards.tolist(), groups.tolist())  # fmt: skip
 
 
-def test_every_row_on_the_front_with_duplicates():
+def test_every_row_on_the_front_with_duplicates(grouped_path):
     generator = torch.Generator().manual_seed(0)
     xy = torch.randint(0, 6, (200, 2), generator=generator)
     rewards = torch.cat([xy, 10 - xy.sum(dim=1, keepdim=True)], dim=1).float()  # one plane: no row dominates
@@ -79,9 +88,9 @@ def test_every_row_on_the_front_with_duplicates():
     assert grouped_non_dominated_mask(rewards, torch.randint(0, 4, (200,), generator=generator)).all()
 
 
-def test_grouped_mask_with_unbalanced_groups():
+def test_grouped_mask_with_unbalanced_groups(grouped_path):
     generator = torch.Generator().manual_seed(1)
-    rewards = tied_rewards(generator, 150, 2, levels=6)
+    rewards = tied_rewards(generator, 150, 2, levels=6) - 3  # some below the block's zero padding
     groups = torch.cat([torch.zeros(100, dtype=torch.long), torch.arange(1, 51)])  # one big group, 50 singletons
     groups = groups[torch.randperm(150, generator=generator)]
     mask = grouped_non_dominated_mask(rewards, groups)
