@@ -2,7 +2,7 @@
 # A short CUDA check of the PPO training loop through `accelerate launch`, one GPU:
 #   1. FSDP2 (accelerate_configs/fsdp.yaml, 1 process, bf16): sharded sampling, update, full-weight save;
 #   2. LoRA on accelerate_configs/single_gpu.yaml (bf16): adapters saved;
-#   3. benchmarks/ppo_throughput.py on the GPU;
+#   3. benchmarks/ppo_throughput.py on the GPU (against TRL's PPOTrainer when .cache/trl-1.12.0 is there);
 #   4. the main job on accelerate_configs/single_gpu.yaml with its default config (fewer evaluation
 #      repetitions), report included.
 # Each stage has its own time limit and log; a summary table is printed at the end.
@@ -34,7 +34,10 @@ stage fsdp 150 accelerate launch --config_file accelerate_configs/fsdp.yaml --nu
     recipes/ppo_pareto.py "${tiny[@]}" --output_dir "$out/fsdp" --report false
 stage lora 120 accelerate launch --config_file accelerate_configs/single_gpu.yaml \
     recipes/ppo_pareto.py "${tiny[@]}" --output_dir "$out/lora" --use_peft --lora_r 16 --report false
-stage throughput 120 python3 benchmarks/ppo_throughput.py --iterations 5
+# TRL 1.12's PPOTrainer as the baseline when it is in .cache/ (no package index needed), else the quoted figure
+trl=quoted
+[[ -d .cache/trl-1.12.0/trl/experimental/ppo ]] && trl=measure
+stage throughput 180 python3 benchmarks/ppo_throughput.py --iterations 5 --trl "$trl"
 stage main_job 300 accelerate launch --config_file accelerate_configs/single_gpu.yaml recipes/ppo_pareto.py \
     --output_dir "$out/main_job" --eval_repetitions 5 --eval_per_motion_repetitions 2
 
