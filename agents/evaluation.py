@@ -60,7 +60,7 @@ class TestSet:
                                                          rows["motion"]):  # fmt: skip
             by_clip[clip_id].append(caption)
             if clip_id not in motions and start == end == 0.0:
-                motions[clip_id] = np.asarray(motion)
+                motions[clip_id] = np.array(motion)  # a writable copy, not a view of the Arrow table
         self.clip_ids = sorted(c for c in by_clip if c in motions)
         if not self.clip_ids:
             raise ValueError(f"{data_dir}: split {split!r} has no whole-clip captions to evaluate on")

@@ -45,7 +45,9 @@ class PromptSet:
                 raise ValueError(f"a prompt dataset needs a 'caption' column, got columns {source.column_names}")
             columns = source[:]  # one formatting pass: column by column, a dataset formats row by row
             texts = list(columns["caption"])
-            motions = list(columns["motion"]) if "motion" in columns else [None] * len(texts)
+            motions = [None] * len(texts)
+            if "motion" in columns:  # sliced arrays are read-only views of the Arrow table: keep writable copies
+                motions = [m.copy() if isinstance(m, np.ndarray) else m for m in columns["motion"]]
         else:
             raise TypeError(
                 f"prompts must be a datasets.Dataset, a list of strings or a path, got {type(source).__name__}"

@@ -5,6 +5,8 @@ import torch
 
 from agents.evaluation import MotionJudge, TestSet
 from agents.pipeline import default_checkpoint_dir
+from motion_env.datasets import load_humanml3d
+from motion_env.emission import PromptSet
 from motion_env.procedural import generate_dataset
 from reward_models import load_evaluator
 from reward_models.encoders import pad_arrays
@@ -23,3 +25,20 @@ def test_judge_batches_by_length_and_answers_in_input_order(tmp_path):
         single = judge.motions(torch.as_tensor(motion, dtype=torch.float32)[None], torch.tensor([len(motion)]))
         for key, values in batched.items():
             np.testing.assert_allclose(values[i], single[key][0], rtol=1e-4, atol=1e-4, err_msg=f"{key}[{i}]")
+
+
+def test_test_and_prompt_sets_hold_the_rows_of_the_dataset_as_writable_arrays(tmp_path):
+    data = generate_dataset(tmp_path / "data", 24, seed=3, workers=1, progress=False)
+    rows = load_humanml3d(data, "train")
+    prompts = PromptSet(rows)
+    assert prompts.texts == [rows[i]["caption"] for i in range(len(rows))]
+    for i, motion in enumerate(prompts.motions):
+        np.testing.assert_array_equal(motion, rows[i]["motion"])
+        assert motion.dtype == np.float32 and motion.flags.writeable  # not a read-only view of the Arrow table
+    test_set = TestSet(data, "test")
+    test_rows = load_humanml3d(data, "test")
+    whole = {row["clip_id"]: row["motion"] for row in test_rows if row["start"] == row["end"] == 0.0}
+    assert test_set.clip_ids == sorted(whole)
+    for clip_id, motion in zip(test_set.clip_ids, test_set.motions):
+        np.testing.assert_array_equal(motion, whole[clip_id])
+        assert motion.flags.writeable
