@@ -10,8 +10,8 @@ dominance is transitive, it first tests every sample against the few strongest s
 group (largest reward sums), which dominate most of the rest, and then compares only the
 survivors all against all within their groups: O(N²K) at worst, when every sample is on the
 front, and far less on typical batches. Many small groups (a rollout's prompts) skip the stages:
-every group's pairs are compared at once in one padded block, in fewer tensor operations. Rewards are compared one column at a time, so memory is
-one bool per compared pair. A NaN or Inf reward is an error upstream and raises instead of
+every group's pairs are compared at once in one padded block, in fewer tensor operations.
+Rewards are compared one column at a time, so memory is one bool per compared pair. A NaN or Inf reward is an error upstream and raises instead of
 silently winning or losing every comparison.
 
 ``hypervolume`` measures a front for reports: the exact volume dominated by a set of points
@@ -80,18 +80,25 @@ def _layout(sorted_groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
 BLOCK_PAIRS_PER_ROW = 64
 
 
+def _dominated_in_block(columns: torch.Tensor, group, slot, counts) -> torch.Tensor:
+    """Whether another row of its group dominates each row of ``columns`` (K, C), grouped in order,
+    with ``group``, ``slot``, ``counts`` their `_layout`: all pairs of every group in one padded
+    (G, W, W) block."""
+    k = columns.shape[0]
+    size, width = len(counts), int(counts.max())
+    cell = group * width + slot  # (C,) position in the flattened (G, W) block
+    padded = columns.new_zeros(k, size * width).index_copy_(1, cell, columns).view(k, size, width)
+    filled = torch.zeros(size * width, dtype=torch.bool, device=columns.device).index_fill_(0, cell, True)
+    pairs = _dominates(padded[..., None], padded[:, :, None]).logical_and_(filled.view(size, width, 1))
+    return _any(pairs, dim=1).flatten().index_select(0, cell)  # (G, W, W) -> (C,)
+
+
 def _front_in_one_block(rewards: torch.Tensor, order: torch.Tensor, group, slot, counts) -> torch.Tensor:
     """Non-dominated mask within groups, all pairs of every group at once; ``order`` sorts the rows by
     group and ``group``, ``slot``, ``counts`` are its `_layout`."""
-    k, n = rewards.shape[1], rewards.shape[0]
-    size, width = len(counts), int(counts.max())
-    cell = group * width + slot  # (N,) position in the flattened (G, W) block, in sorted order
-    columns = rewards.detach().T.index_select(1, order)  # (K, N)
-    padded = columns.new_zeros(k, size * width).index_copy_(1, cell, columns).view(k, size, width)
-    filled = torch.zeros(size * width, dtype=torch.bool, device=rewards.device).index_fill_(0, cell, True)
-    pairs = _dominates(padded[..., None], padded[:, :, None]).logical_and_(filled.view(size, width, 1))  # (G, W, W)
-    on_front = ~_any(pairs, dim=1).flatten().index_select(0, cell)  # (N,) in sorted order
-    return torch.zeros(n, dtype=torch.bool, device=rewards.device).index_copy_(0, order, on_front)
+    columns = rewards.detach().T.index_select(1, order)  # (K, N), by group
+    on_front = ~_dominated_in_block(columns, group, slot, counts)  # (N,) in sorted order
+    return torch.zeros(len(rewards), dtype=torch.bool, device=rewards.device).index_copy_(0, order, on_front)
 
 
 def _front(rewards: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
@@ -129,13 +136,8 @@ def _front(rewards: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
         dominated = _any(_dominates(survived[:, :, None], survived[:, None]), dim=0)  # (C,)
     else:
         group, slot, counts = _layout(group.index_select(0, survivors))
-        size, width = len(counts), int(counts.max())
-        if size * width**2 < num**2:  # one padded block per group beats the (C, C) square
-            cell = group * width + slot  # (C,) position in the flattened (G, W) block
-            padded = survived.new_zeros(k, size * width).index_copy_(1, cell, survived).view(k, size, width)
-            filled = torch.zeros(size * width, dtype=torch.bool, device=device).index_fill_(0, cell, True)
-            pairs = _dominates(padded[..., None], padded[:, :, None]).logical_and_(filled.view(size, width, 1))
-            dominated = _any(pairs, dim=1).flatten().index_select(0, cell)  # (G, W, W) -> (C,)
+        if len(counts) * int(counts.max()) ** 2 < num**2:  # one padded block per group beats the (C, C) square
+            dominated = _dominated_in_block(survived, group, slot, counts)
         else:
             pairs = _dominates(survived[:, :, None], survived[:, None]).logical_and_(group[:, None] == group)
             dominated = _any(pairs, dim=0)  # (C, C) -> (C,)

@@ -23,6 +23,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from motion_env.features import FEATURE_DIM, FeatureStatsMixin
+from reward_models.encoders import length_batches
 
 
 class MotionVQVAEConfig(PretrainedConfig):
@@ -429,7 +430,7 @@ class MotionVQVAE(FeatureStatsMixin, PreTrainedModel):
         safe = codes.clamp(0, self.config.codebook_size - 1)  # PAD past the end would index past the codebook
         factor = self.config.downsample_factor
         normalised = torch.zeros(B, N * factor, self.config.feature_dim, dtype=self.codebook.dtype, device=codes.device)
-        for rows in torch.argsort(code_lengths, stable=True).split(batch_size):
+        for rows in length_batches(code_lengths, batch_size)[0]:
             n = int(code_lengths[rows].max())
             if n > 0:
                 normalised[rows, : n * factor] = self.decode(safe[rows, :n], code_lengths[rows])  # (b, 4n, D)
