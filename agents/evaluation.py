@@ -39,6 +39,9 @@ class EvaluationSettings:
     # Perception, foot skating and jerk (per-motion measurements, not the protocol's) in the first
     # this many repetitions only; None: in all. They cost more than the embeddings and vary less.
     per_motion_repetitions: int | None = None
+    # The same for the real-motion row, which changes only by its crops from one repetition to the
+    # next; None: as per_motion_repetitions.
+    real_per_motion_repetitions: int | None = None
     mm_repetitions: int = 5  # the protocol repeats MultiModality 20 times too; 3000 generations each
     mm_num_texts: int = 100
     mm_num_samples: int = 30
@@ -51,6 +54,8 @@ class EvaluationSettings:
 
 class TestSet:
     """A test split grouped by clip: each clip's raw motion and its captions."""
+
+    __test__ = False  # a data class, not a pytest test class
 
     def __init__(self, data_dir: str | Path, split: str = "test"):
         rows = load_humanml3d(data_dir, split)[:]  # columns, formatted in one pass
@@ -121,8 +126,8 @@ class MotionJudge:
         return {k: np.concatenate(v)[inverse] for k, v in out.items()}
 
 
-def _set_metrics(text_emb, motion_emb, real_emb, per_motion, settings, rng) -> dict[str, float]:
-    values = metrics.evaluate_embeddings(text_emb, motion_emb, real_emb, generator=rng,
+def _set_metrics(text_emb, motion_emb, real_reference, per_motion, settings, rng) -> dict[str, float]:
+    values = metrics.evaluate_embeddings(text_emb, motion_emb, real_reference, generator=rng,
                                          batch_size=settings.batch_size, diversity_pairs=settings.diversity_pairs)  # fmt: skip
     for key in ("foot_skating", "jerk", "perception"):
         if key in per_motion:
@@ -139,10 +144,13 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
     captions, R-precision batches and diversity pairs in repetition r).
     """
     settings = settings or EvaluationSettings()
-    if settings.per_motion_repetitions is not None and settings.per_motion_repetitions < 1:
-        raise ValueError(f"per_motion_repetitions must be >= 1 or None, got {settings.per_motion_repetitions}")
+    for name in ("per_motion_repetitions", "real_per_motion_repetitions"):
+        if getattr(settings, name) is not None and getattr(settings, name) < 1:
+            raise ValueError(f"{name} must be >= 1 or None, got {getattr(settings, name)}")
+    real_per_motion_repetitions = settings.real_per_motion_repetitions or settings.per_motion_repetitions
     full_features, full_lengths = pad_arrays(test_set.motions)
-    real_emb = judge.motions(full_features, full_lengths, embeddings_only=True)["embedding"]  # FID's reference set
+    real_emb = judge.motions(full_features, full_lengths, embeddings_only=True)["embedding"]
+    real_reference = metrics.FrechetReference.fit(real_emb)  # FID's reference set, fitted once
     per_rep = defaultdict(lambda: defaultdict(list))
     bar = tqdm(total=settings.repetitions * (1 + len(generators)), desc="evaluating", disable=not progress)
     for rep in range(settings.repetitions):
@@ -151,8 +159,9 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
         text_emb = judge.texts(captions)
         features, lengths = pad_arrays(crops)
         per_motion = settings.per_motion_repetitions is None or rep < settings.per_motion_repetitions
-        real = judge.motions(features, lengths, embeddings_only=not per_motion)
-        for key, value in _set_metrics(text_emb, real["embedding"], real_emb, real, settings, rng).items():
+        real_per_motion = real_per_motion_repetitions is None or rep < real_per_motion_repetitions
+        real = judge.motions(features, lengths, embeddings_only=not real_per_motion)
+        for key, value in _set_metrics(text_emb, real["embedding"], real_reference, real, settings, rng).items():
             per_rep[REAL_ROW][key].append(value)
         bar.update()
         for name, pipeline in generators.items():
@@ -161,7 +170,7 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
             sample = pipeline(captions, temperature=settings.temperature, seed=settings.seed * 1000 + rep)
             generated = judge.motions(sample.features, sample.lengths, embeddings_only=not per_motion)
             for key, value in _set_metrics(
-                text_emb, generated["embedding"], real_emb, generated, settings, generator_rng
+                text_emb, generated["embedding"], real_reference, generated, settings, generator_rng
             ).items():
                 per_rep[name][key].append(value)
             bar.update()

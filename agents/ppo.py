@@ -398,7 +398,9 @@ class _NonFiniteGradients(TrainerCallback):
         params = [p for p in self.trainer.model.parameters() if p.grad is not None]
         # each process checks the gradients it holds (its shards under FSDP); the reduction joins them
         grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in params]
-        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all() if grads else torch.tensor(True)
+        # one fused pass: a tensor's norm is NaN/Inf when an entry is (or when it overflows float32, a step
+        # gradient clipping would zero anyway); checking each tensor entry by entry cost ~20 ms a step
+        finite = torch.isfinite(torch.stack(torch._foreach_norm(grads))).all() if grads else torch.tensor(True)
         finite = self.trainer.accelerator.reduce(finite.float().to(self.trainer.accelerator.device), "min")
         if finite.item() < 1:
             for p in params:

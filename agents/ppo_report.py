@@ -59,6 +59,11 @@ class ReportSettings:
     per_motion_repetitions: int | None = _help(
         "Perception, foot skating and jerk in the first this many repetitions only (None: all).", default=None
     )
+    real_per_motion_repetitions: int | None = _help(
+        "The same for the real-motion row, whose repetitions differ only by their crops (None: as "
+        "per_motion_repetitions).",
+        default=None,
+    )
     reward_prompts: int = _help("Test captions (one per clip, seeded) scored for the reward vectors.", default=64)
     num_gifs: int = _help("Side-by-side GIFs, of the first reward prompts.", default=4)
     temperature: float = _help("Sampling temperature of both models everywhere in the report.", default=1.0)
@@ -77,6 +82,10 @@ class ReportSettings:
         if self.per_motion_repetitions is not None and not 1 <= self.per_motion_repetitions <= self.repetitions:
             raise ValueError(f"ReportSettings.per_motion_repetitions must lie in [1, repetitions={self.repetitions}] "
                              f"or be None, got {self.per_motion_repetitions}")  # fmt: skip
+        real = self.real_per_motion_repetitions
+        if real is not None and not 1 <= real <= self.repetitions:
+            raise ValueError(f"ReportSettings.real_per_motion_repetitions must lie in [1, "
+                             f"repetitions={self.repetitions}] or be None, got {real}")  # fmt: skip
         if not 0 <= self.num_gifs <= self.reward_prompts:
             raise ValueError(f"ReportSettings.num_gifs must lie in [0, reward_prompts={self.reward_prompts}], "
                              f"got {self.num_gifs}")  # fmt: skip
@@ -222,6 +231,7 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
     # a. the evaluation protocol
     evaluation_settings = EvaluationSettings(
         repetitions=settings.repetitions, per_motion_repetitions=settings.per_motion_repetitions,
+        real_per_motion_repetitions=settings.real_per_motion_repetitions,
         mm_repetitions=0, batch_size=settings.batch_size,
         diversity_pairs=min(EvaluationSettings.diversity_pairs, len(test_set)),
         temperature=settings.temperature, seed=settings.seed,
@@ -315,10 +325,17 @@ def _verdict_lines(verdict: dict, base: str, tuned: str) -> list[str]:
     return lines
 
 
-def _per_motion_note(per_motion: int | None, repetitions: int) -> str:
-    if per_motion is None or per_motion >= repetitions:
+def _per_motion_note(per_motion: int | None, real: int | None, repetitions: int) -> str:
+    real = real or per_motion
+    per_motion, real = min(per_motion or repetitions, repetitions), min(real or repetitions, repetitions)
+    if per_motion == real == repetitions:
         return ""
-    return f" Perception, foot skating and jerk: the first {per_motion} repetitions."
+    if per_motion == real:
+        return f" Perception, foot skating and jerk: the first {per_motion} repetitions."
+    if per_motion == repetitions:
+        return f" Perception, foot skating and jerk of {REAL_ROW.lower()}: the first {real} repetitions."
+    return (f" Perception, foot skating and jerk: the first {per_motion} repetitions ({REAL_ROW.lower()}: the first "
+            f"{real}).")  # fmt: skip
 
 
 def _guidance(reward_token) -> str:
@@ -346,7 +363,8 @@ def _markdown(report: dict, rows: dict, captions: list[str]) -> str:
         f"clip each, R-precision in batches of {settings['batch_size']}, Diversity over "
         f"{evaluation_settings['diversity_pairs']} pairs, MultiModality not run; both models on the same caption "
         "draws, batches and pairs; cells are mean ±95% half-interval."
-        + _per_motion_note(settings["per_motion_repetitions"], settings["repetitions"]),
+        + _per_motion_note(settings["per_motion_repetitions"], settings.get("real_per_motion_repetitions"),
+                           settings["repetitions"]),
         f"- Reward vectors: {len(captions)} test captions, one motion each per model, scored by the reward scorer "
         "(normalised, the caption's test motion as ground truth).",
         "- Reward-token guidance (Eq. 11): "

@@ -48,6 +48,11 @@ def parse_args(argv):
         help="perception, foot skating and jerk in the first this many repetitions only (default: all)",
     )  # fmt: skip
     parser.add_argument(
+        "--real_per_motion_repetitions", type=int, default=None,
+        help="the same for the real-motion row, which differs between repetitions only by its crops "
+             "(default: as --per_motion_repetitions)",
+    )  # fmt: skip
+    parser.add_argument(
         "--mm_repetitions", type=int, default=5, help="MultiModality repetitions (3000 generations each)"
     )
     parser.add_argument("--batch_size", type=int, default=32, help="R-precision batch (the protocol's 32)")
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if reward_token != OWN_GUIDANCE:
             generators[name].reward_token = reward_token
     settings = EvaluationSettings(repetitions=args.repetitions, per_motion_repetitions=args.per_motion_repetitions,
+                                  real_per_motion_repetitions=args.real_per_motion_repetitions,
                                   mm_repetitions=args.mm_repetitions,
                                   mm_num_texts=args.mm_num_texts, mm_num_samples=args.mm_num_samples,
                                   mm_num_pairs=args.mm_num_pairs,

@@ -54,6 +54,11 @@ class ScriptArguments:
         default=None,
         metadata={"help": "Perception, foot skating and jerk in the first this many repetitions only (default: all)."},
     )
+    eval_real_per_motion_repetitions: int | None = field(
+        default=None,
+        metadata={"help": "The same for the real-motion row, which differs between repetitions only by its crops "
+                  "(default: as --eval_per_motion_repetitions)."},
+    )  # fmt: skip
     eval_max_clips: int | None = field(default=None, metadata={"help": "Evaluate on at most this many test clips."})
     eval_batch_size: int = field(
         default=32, metadata={"help": "R-precision batch of the evaluation (the protocol's 32)."}
@@ -190,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             tuned_pipe = TextToMotionPipeline(tuned, tokenizer, text_encoder, reward_token=guidance)
             settings = ReportSettings(repetitions=script.eval_repetitions,
                                       per_motion_repetitions=script.eval_per_motion_repetitions,
+                                      real_per_motion_repetitions=script.eval_real_per_motion_repetitions,
                                       reward_prompts=script.reward_prompts,
                                       num_gifs=script.num_gifs, seed=args.seed, max_clips=script.eval_max_clips,
                                       batch_size=script.eval_batch_size)  # fmt: skip

@@ -30,7 +30,7 @@ import torch
 from reward_models.physics import foot_skating_ratio, jerk
 
 __all__ = [
-    "COLUMNS", "activation_statistics", "diversity", "embed_pairs", "euclidean_distance_matrix",
+    "COLUMNS", "FrechetReference", "activation_statistics", "diversity", "embed_pairs", "euclidean_distance_matrix",
     "evaluate_embeddings", "evaluation_table", "fid", "foot_skating_ratio", "frechet_distance", "jerk",
     "matching_score", "mm_dist", "multimodality", "physical_metrics", "r_precision", "run_repetitions",
     "summarize",
@@ -158,31 +158,64 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     is for fewer samples than dimensions). An eigenvalue below zero would make the root imaginary:
     one whose root's imaginary part exceeds 1e-3 is an error, smaller ones are rounding and count as 0.
     """
-    mu1, mu2 = _array("mu1", np.atleast_1d(mu1), 1), _array("mu2", np.atleast_1d(mu2), 1)
-    sigma1, sigma2 = _array("sigma1", np.atleast_2d(sigma1), 2), _array("sigma2", np.atleast_2d(sigma2), 2)
-    dim = len(mu1)
-    if mu2.shape != (dim,) or sigma1.shape != (dim, dim) or sigma2.shape != (dim, dim):
-        raise ValueError(
-            f"mu1 {mu1.shape}, mu2 {mu2.shape}, sigma1 {sigma1.shape}, sigma2 {sigma2.shape} must be (D,) and (D, D)"
-        )
-    values, vectors = np.linalg.eigh((sigma1 + sigma1.T) / 2)
-    root1 = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T  # Σ1^½
-    product = root1 @ sigma2 @ root1
-    eigenvalues = np.linalg.eigvalsh((product + product.T) / 2)
-    imaginary = np.sqrt(np.clip(-eigenvalues, 0.0, None))
-    if imaginary.max(initial=0.0) > 1e-3:
-        raise ValueError(f"sqrt(sigma1 @ sigma2) has an imaginary part of {imaginary.max():.3g}")
-    trace_root = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_root)
+    return FrechetReference.of(mu1, sigma1).distance(mu2, sigma2)
+
+
+class FrechetReference:
+    """One side of a Fréchet distance, factorised once: ``distance(mu, sigma)`` to other Gaussians.
+
+    An evaluation compares many generated sets with the same real set; this keeps the real set's
+    statistics and Σ^½ instead of recomputing them for every FID (the result is the same).
+    """
+
+    def __init__(self, mu: np.ndarray, sigma: np.ndarray, root: np.ndarray):
+        self.mu, self.sigma, self.root = mu, sigma, root
+
+    @classmethod
+    def of(cls, mu, sigma) -> FrechetReference:
+        """The reference of a Gaussian with mean ``mu`` ``(D,)`` and covariance ``sigma`` ``(D, D)``."""
+        mu, sigma = _array("mu1", np.atleast_1d(mu), 1), _array("sigma1", np.atleast_2d(sigma), 2)
+        if sigma.shape != (len(mu), len(mu)):
+            raise ValueError(f"mu1 {mu.shape} and sigma1 {sigma.shape} must be (D,) and (D, D)")
+        values, vectors = np.linalg.eigh((sigma + sigma.T) / 2)
+        return cls(mu, sigma, (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T)  # Σ^½
+
+    @classmethod
+    def fit(cls, emb) -> FrechetReference:
+        """The reference of the Gaussian fitted to embeddings ``(N, D)`` (FID's real side)."""
+        return cls.of(*activation_statistics(_array("real_emb", emb, 2)))
+
+    def distance(self, mu, sigma) -> float:
+        """Fréchet distance from this Gaussian to ``N(mu, sigma)``, as :func:`frechet_distance`."""
+        mu, sigma = _array("mu2", np.atleast_1d(mu), 1), _array("sigma2", np.atleast_2d(sigma), 2)
+        dim = len(self.mu)
+        if mu.shape != (dim,) or sigma.shape != (dim, dim):
+            raise ValueError(f"mu1 {self.mu.shape}, mu2 {mu.shape}, sigma1 {self.sigma.shape}, sigma2 {sigma.shape} "
+                             "must be (D,) and (D, D)")  # fmt: skip
+        product = self.root @ sigma @ self.root
+        eigenvalues = np.linalg.eigvalsh((product + product.T) / 2)
+        imaginary = np.sqrt(np.clip(-eigenvalues, 0.0, None))
+        if imaginary.max(initial=0.0) > 1e-3:
+            raise ValueError(f"sqrt(sigma1 @ sigma2) has an imaginary part of {imaginary.max():.3g}")
+        trace_root = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()
+        diff = self.mu - mu
+        return float(diff @ diff + np.trace(self.sigma) + np.trace(sigma) - 2 * trace_root)
+
+    def fid(self, gen_emb) -> float:
+        """FID of generated embeddings ``(N, D)`` against this (real) reference."""
+        gen_emb = _array("gen_emb", gen_emb, 2)
+        if gen_emb.shape[1] != len(self.mu):
+            raise ValueError(f"real_emb (N, {len(self.mu)}) and gen_emb {gen_emb.shape} must share the embedding width")
+        return self.distance(*activation_statistics(gen_emb))
 
 
 def fid(real_emb, gen_emb) -> float:
-    """FID between the Gaussians fitted to real and generated motion embeddings ``(N, D)``."""
-    real_emb, gen_emb = _array("real_emb", real_emb, 2), _array("gen_emb", gen_emb, 2)
-    if real_emb.shape[1] != gen_emb.shape[1]:
-        raise ValueError(f"real_emb {real_emb.shape} and gen_emb {gen_emb.shape} must share the embedding width")
-    return frechet_distance(*activation_statistics(real_emb), *activation_statistics(gen_emb))
+    """FID between the Gaussians fitted to real and generated motion embeddings ``(N, D)``.
+
+    ``real_emb`` may also be a :class:`FrechetReference` fitted to them.
+    """
+    reference = real_emb if isinstance(real_emb, FrechetReference) else FrechetReference.fit(real_emb)
+    return reference.fid(gen_emb)
 
 
 def diversity(emb, num_pairs: int = 300, generator: Generator = None) -> float:
@@ -308,7 +341,10 @@ def evaluate_embeddings(
     batch_size: int = 32,
     diversity_pairs: int = 300,
 ) -> dict[str, float]:
-    """One repetition's embedding metrics: ``top1..top3``, ``mm_dist``, ``fid`` (vs real), ``diversity``."""
+    """One repetition's embedding metrics: ``top1..top3``, ``mm_dist``, ``fid`` (vs real), ``diversity``.
+
+    ``real_motion_emb`` may be a :class:`FrechetReference` fitted to the real embeddings once.
+    """
     rng = _rng(generator)
     top = r_precision(text_emb, motion_emb, batch_size=batch_size, generator=rng)
     return {

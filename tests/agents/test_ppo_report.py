@@ -27,7 +27,8 @@ def report(tmp_path_factory):
     policy = MotionGPTForCausalLM.from_pretrained(bundle / "gpt", dtype=torch.float32)
     pipe = TextToMotionPipeline(policy, vqvae, text_encoder)
     out = tmp_path_factory.mktemp("report")
-    settings = ReportSettings(repetitions=2, per_motion_repetitions=1, reward_prompts=8, num_gifs=1, max_clips=64)
+    settings = ReportSettings(repetitions=2, per_motion_repetitions=1, real_per_motion_repetitions=2, reward_prompts=8,
+                              num_gifs=1, max_clips=64)  # fmt: skip
     result = write_report(out, base=pipe, tuned=pipe, scorer=scorer, evaluator=load_evaluator(bundle / "evaluator"),
                           data_dir=ensure_dataset(REPO / "data" / "procedural"), settings=settings,
                           training={"steps": 12, "wall_time_s": 34.5, "final": {"rewards/mean": 0.25}},
@@ -86,9 +87,10 @@ def test_identical_models_give_identical_rows_and_no_improvement(report):
     assert f"{verdict['top1']['tuned']:.4f}" in text and "paired difference +0.0000 ±0.0000 over 2 repetitions" in text
     # perception, foot skating and jerk only in the first repetition, the protocol's metrics in both
     assert "paired difference +0.0000 ±inf over 1 repetitions" in text
-    assert "Perception, foot skating and jerk: the first 1 repetitions." in text
-    counts = {metric: len(values) for metric, values in result["evaluation"]["repetitions"]["Real motion"].items()}
-    assert counts["top1"] == counts["fid"] == 2 and counts["perception"] == counts["foot_skating"] == 1
+    assert "Perception, foot skating and jerk: the first 1 repetitions (real motion: the first 2)." in text
+    for row, per_motion in (("Real motion", 2), (NAMES[0], 1), (NAMES[1], 1)):
+        counts = {metric: len(values) for metric, values in result["evaluation"]["repetitions"][row].items()}
+        assert counts["top1"] == counts["fid"] == 2 and counts["perception"] == counts["foot_skating"] == per_motion
     assert "![Reward vectors and Pareto fronts](pareto_front.png)" in text and result["files"]["gifs"][0] in text
     assert "| final/rewards/mean | 0.25 |" in text
 
@@ -127,5 +129,9 @@ def test_settings_and_names_are_checked(tmp_path):
         ReportSettings(repetitions=0)
     with pytest.raises(ValueError, match=r"per_motion_repetitions must lie in \[1, repetitions=5\] or be None, got 6"):
         ReportSettings(repetitions=5, per_motion_repetitions=6)
+    with pytest.raises(
+        ValueError, match=r"real_per_motion_repetitions must lie in \[1, repetitions=5\] or be None, got 0"
+    ):
+        ReportSettings(repetitions=5, real_per_motion_repetitions=0)
     with pytest.raises(ValueError, match="distinct"):
         write_report(tmp_path, base=None, tuned=None, scorer=None, evaluator=None, data_dir=tmp_path, names=("a", "a"))

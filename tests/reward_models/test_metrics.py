@@ -8,6 +8,7 @@ import torch
 
 from reward_models.metrics import (
     COLUMNS,
+    FrechetReference,
     activation_statistics,
     diversity,
     embed_pairs,
@@ -139,6 +140,17 @@ def test_fid_with_a_constant_dimension_is_finite():
     value = fid(real, gen)
     # The constant dimension adds nothing: Σ1Σ2 is singular, its root's trace is still exact.
     assert math.isfinite(value) and value == pytest.approx(fid(real[:, 1:], gen[:, 1:]), abs=1e-5)
+
+
+def test_a_fitted_reference_gives_each_fid_exactly_and_checks_widths():
+    rng = np.random.default_rng(10)
+    real = rng.normal(size=(300, 16)) @ rng.normal(size=(16, 16))
+    reference = FrechetReference.fit(real)
+    for shift in (0.0, 0.5, 2.0):
+        gen = rng.normal(size=(200, 16)) * 1.3 + shift
+        assert reference.fid(gen) == fid(real, gen) == fid(reference, gen)  # the same arithmetic, reused
+    with pytest.raises(ValueError, match=r"real_emb \(N, 16\) and gen_emb \(200, 8\) must share the embedding width"):
+        reference.fid(rng.normal(size=(200, 8)))
 
 
 def test_activation_statistics_match_numpy():
