@@ -98,6 +98,17 @@ def test_grouped_mask_with_unbalanced_groups(grouped_path):
     assert mask[groups > 0].all()
 
 
+def test_grouped_mask_is_exact_for_equal_groups_one_ulp_apart_subnormal_and_integer(grouped_path):
+    generator = torch.Generator().manual_seed(2)
+    levels = tied_rewards(generator, 96, 3)
+    one_ulp_up = torch.nextafter(levels, torch.full_like(levels, 10.0))
+    rewards = torch.where(torch.rand(96, 3, generator=generator) < 0.3, one_ulp_up, levels)
+    groups = torch.arange(8).repeat_interleave(12)[torch.randperm(96, generator=generator)]  # equal, interleaved
+    for values in (rewards, rewards.double() * 1e-310, levels.long() - 1):  # float32, subnormal float64, integers
+        mask = grouped_non_dominated_mask(values, groups)
+        assert mask.tolist() == reference_grouped(values.tolist(), groups.tolist())
+
+
 def test_grouping_keeps_samples_another_group_dominates():
     rewards = torch.tensor([[1.0, 1.0], [5.0, 5.0], [0.0, 0.0], [1.0, 0.0]])
     groups = torch.tensor([0, 1, 0, 0])
