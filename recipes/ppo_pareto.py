@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     state = PartialState()
     with state.main_process_first():  # one process builds the procedural data, the others wait for it
         data_dir = Path(script.humanml3d_dir) if script.humanml3d_dir else ensure_dataset(script.data_dir)
+    data_seconds = time.time() - start
     prompts = load_humanml3d(data_dir, "train")
 
     text_encoder, tokenizer, scorer = default_parts(bundle, device=state.device)
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": trainer.state.global_step,
         "rollouts": trainer.state.global_step * args.gradient_accumulation_steps // args.steps_per_rollout,
         "samples_per_rollout": args.rollout_size * state.num_processes,
+        "data_s": data_seconds,  # finding or building the dataset
         "train_runtime_s": result.metrics.get("train_runtime"),
         "num_processes": state.num_processes,
         "distributed_type": str(trainer.accelerator.distributed_type.value),
@@ -209,7 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {output_dir / 'report.md'}; fine-tuned above base beyond noise on top-1 R-precision: "
                   f"{verdict['top1']['above']}, on perception: {verdict['perception']['above']}; FID not worse: "
                   f"{verdict['fid']['not_worse']}")  # fmt: skip
-        print(f"wrote {output_dir} in {time.time() - start:.0f} s (weights identical across "
+        phases = [f"data {data_seconds:.0f} s"]
+        if training["train_runtime_s"] is not None:
+            phases.append(f"training {training['train_runtime_s']:.0f} s")
+        if script.report:
+            phases.append(f"report {report['wall_time_s']:.0f} s")
+        print(f"wrote {output_dir} in {time.time() - start:.0f} s ({', '.join(phases)}; weights identical across "
               f"{state.num_processes} process(es): {in_sync})")  # fmt: skip
     state.wait_for_everyone()
     return 0 if in_sync else 1

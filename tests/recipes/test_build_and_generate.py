@@ -1,6 +1,7 @@
 """The default-bundle recipe (tiny mode), the generation CLI, and the shipped bundle."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +133,8 @@ def test_main_job_fine_tunes_and_writes_model_logs_and_report(tiny_bundle, tmp_p
     assert list((out / "runs").rglob("events.out.tfevents.*"))
     report = json.loads((out / "report.json").read_text())
     assert report["training"]["steps"] == 4 and report["training"]["weights_identical_across_processes"]
+    assert report["training"]["data_s"] >= 0 and report["training"]["train_runtime_s"] > 0
+    assert re.search(r"wrote .* in \d+ s \(data \d+ s, training \d+ s, report \d+ s; weights identical", result.stdout)
     assert {"MotionGPT (base)", "MotionRL (fine-tuned)"} <= set(report["evaluation"]["rows"])
     assert (out / "report.md").is_file() and (out / "pareto_front.png").is_file() and list(out.glob("gifs/*.gif"))
     from agents.pipeline import TextToMotionPipeline
