@@ -23,10 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from motion_env.datasets import UNIT_LENGTH, load_humanml3d
-from motion_env.features import features_to_joints
+from motion_env.features import features_to_joints, length_batches
 from reward_models import metrics
 from reward_models.calibrate import batches
-from reward_models.encoders import length_batches, pad_arrays
+from reward_models.encoders import pad_arrays
 
 REAL_ROW = "Real motion"
 

@@ -305,6 +305,17 @@ class FeatureStatsMixin:
         return features * self.feature_std + self.feature_mean
 
 
+def length_batches(lengths: torch.Tensor, batch_size: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Row indices in batches of ``batch_size`` rows of similar length, and the permutation that puts
+    the batches' concatenated per-row results back in input order.
+
+    For models that read a row's valid frames only: cut each batch to its own longest row, and a
+    recurrent or windowed model runs over fewer padded frames than in one padded batch.
+    """
+    order = torch.argsort(lengths, stable=True)
+    return list(order.split(batch_size)), torch.argsort(order)
+
+
 def compute_mean_std(features: list[np.ndarray], num_joints: int = NUM_JOINTS) -> tuple[np.ndarray, np.ndarray]:
     """Dataset statistics as HumanML3D computes them (see :func:`mean_std_from_moments`)."""
     data = np.concatenate(features, axis=0).astype(np.float64)

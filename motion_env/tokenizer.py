@@ -22,8 +22,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from motion_env.features import FEATURE_DIM, FeatureStatsMixin
-from reward_models.encoders import length_batches
+from motion_env.features import FEATURE_DIM, FeatureStatsMixin, length_batches
 
 
 class MotionVQVAEConfig(PretrainedConfig):

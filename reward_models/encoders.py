@@ -257,17 +257,6 @@ def pad_arrays(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor
     return out, lengths
 
 
-def length_batches(lengths: torch.Tensor, batch_size: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Row indices in batches of ``batch_size`` rows of similar length, and the permutation that puts
-    the batches' concatenated per-row results back in input order.
-
-    For models that read a row's valid frames only: cut each batch to its own longest row, and a
-    recurrent or windowed model runs over fewer padded frames than in one padded batch.
-    """
-    order = torch.argsort(lengths, stable=True)
-    return list(order.split(batch_size)), torch.argsort(order)
-
-
 def load_encoder(path: str | Path, **kwargs) -> TextMotionEncoder:
     """Load a saved encoder of either family, chosen by the ``model_type`` in its ``config.json``.
 

@@ -27,8 +27,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from motion_env.export import atomic_path
-from motion_env.features import FEATURE_DIM, features_to_joints
-from reward_models.encoders import length_batches, pad_arrays
+from motion_env.features import FEATURE_DIM, features_to_joints, length_batches
+from reward_models.encoders import pad_arrays
 from reward_models.normalize import RewardNormalizer
 
 REWARD_NAMES = ("text_adherence", "motion_quality", "perception")
