@@ -61,7 +61,15 @@ def numpy_compatible(fn):
 # The quaternion basics sit on hot loops (forward kinematics, feature extraction, the procedural
 # data); they are written with indexing and arithmetic only, so numpy inputs stay in numpy.
 def _stack(parts, like):
-    return torch.stack(parts, dim=-1) if isinstance(like, torch.Tensor) else np.stack(parts, axis=-1)
+    if isinstance(like, torch.Tensor):
+        return torch.stack(parts, dim=-1)
+    shape = parts[0].shape  # arrays or numpy scalars: what indexing an array gives
+    if any(p.shape != shape for p in parts):
+        return np.stack(parts, axis=-1)  # its error names the mismatch
+    out = np.empty(shape + (len(parts),), dtype=np.result_type(*parts))  # half of np.stack's cost on short arrays
+    for i, part in enumerate(parts):
+        out[..., i] = part
+    return out
 
 
 def _cross(a, b):

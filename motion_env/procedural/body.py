@@ -110,17 +110,20 @@ class Body:
         self.rotate(COLLAR[side], Z_AXIS, SIDE_SIGN[side] * np.asarray(angle))
 
     # --- kinematics ---------------------------------------------------------------------------
-    def global_frames(self, upto: int) -> tuple[np.ndarray, np.ndarray]:
-        """World rotations ``(T, upto, 3, 3)`` and positions ``(T, upto, 3)`` of joints ``< upto``,
-        pelvis at the origin, heading excluded."""
-        local = quat_to_matrix(self.local[:, :upto])  # (T, upto, 3, 3)
-        rots = [local[:, 0]]
-        pos = [np.zeros((self.num_frames, 3))]
-        for j in range(1, upto):
+    def global_frames(self, end: int) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+        """World rotations ``{joint: (T, 3, 3)}`` and positions ``{joint: (T, 3)}`` of the joints from the
+        pelvis down to ``end`` (that chain only), pelvis at the origin, heading excluded."""
+        chain = [end]
+        while chain[-1] != 0:
+            chain.append(PARENTS[chain[-1]])
+        chain.reverse()  # pelvis first
+        local = quat_to_matrix(self.local[:, chain])  # (T, len(chain), 3, 3)
+        rots, pos = {0: local[:, 0]}, {0: np.zeros((self.num_frames, 3))}
+        for i, j in enumerate(chain[1:], start=1):
             parent = PARENTS[j]
-            pos.append(pos[parent] + rots[parent] @ REST_OFFSETS[j])
-            rots.append(rots[parent] @ local[:, j])
-        return np.stack(rots, 1), np.stack(pos, 1)
+            pos[j] = pos[parent] + rots[parent] @ REST_OFFSETS[j]
+            rots[j] = rots[parent] @ local[:, i]
+        return rots, pos
 
     def reach(self, side: str, target, pole, frame: str = "chest") -> None:
         """Place a wrist at ``target`` by two-bone IK (shoulder + elbow), elbow toward ``pole``.
@@ -133,18 +136,18 @@ class Body:
             pole: direction the elbow points, same axes.
         """
         shoulder, elbow, wrist, collar = SHOULDER[side], ELBOW[side], WRIST[side], COLLAR[side]
-        rots, pos = self.global_frames(shoulder + 1)
+        rots, pos = self.global_frames(shoulder)
         if frame == "chest":
-            frame_rot, origin = rots[:, 9], pos[:, 9]
+            frame_rot, origin = rots[9], pos[9]
         elif frame == "heading":
-            frame_rot, origin = np.broadcast_to(np.eye(3), rots[:, 0].shape), pos[:, 0]
+            frame_rot, origin = np.broadcast_to(np.eye(3), rots[0].shape), pos[0]
         elif frame == "chest_upright":
-            frame_rot, origin = np.broadcast_to(np.eye(3), rots[:, 0].shape), pos[:, 9]
+            frame_rot, origin = np.broadcast_to(np.eye(3), rots[0].shape), pos[9]
         else:
             raise ValueError(f"frame must be 'chest', 'chest_upright' or 'heading', got {frame!r}")
         target_world = origin + _apply(frame_rot, np.broadcast_to(target, (self.num_frames, 3)))
         pole_world = _apply(frame_rot, np.broadcast_to(pole, (self.num_frames, 3)))
-        self._two_bone(collar, shoulder, elbow, wrist, pos[:, shoulder], rots[:, collar], target_world, pole_world,
+        self._two_bone(collar, shoulder, elbow, wrist, pos[shoulder], rots[collar], target_world, pole_world,
                        bend_rest=Z_AXIS)  # fmt: skip
 
     def plant_foot(self, side: str, target, flat: bool = True, foot_yaw=0.0) -> None:
@@ -155,16 +158,16 @@ class Body:
         turned by ``foot_yaw`` (radians, + = toes to the left).
         """
         hip, knee, ankle = HIP[side], KNEE[side], ANKLE[side]
-        rots, pos = self.global_frames(ankle + 1)
-        target_world = pos[:, 0] + np.broadcast_to(target, (self.num_frames, 3))
+        rots, pos = self.global_frames(ankle)
+        target_world = pos[0] + np.broadcast_to(target, (self.num_frames, 3))
         pole_world = np.broadcast_to(np.array([SIDE_SIGN[side] * 0.15, 0.0, 1.0]), (self.num_frames, 3))
         # Knees bend backward: the bend plane's rest direction is -Z for the shin.
-        self._two_bone(0, hip, knee, ankle, pos[:, hip], rots[:, 0], target_world, pole_world, bend_rest=-Z_AXIS)
+        self._two_bone(0, hip, knee, ankle, pos[hip], rots[0], target_world, pole_world, bend_rest=-Z_AXIS)
         if flat:
-            rots, _ = self.global_frames(ankle + 1)
+            rots, _ = self.global_frames(knee)
             # Foot level with the floor, pointing the way the body faces (plus its own yaw).
             foot = quat_to_matrix(axis_angle(Y_AXIS, np.broadcast_to(foot_yaw, (self.num_frames,))))
-            self.local[:, ankle] = matrix_to_quat(np.swapaxes(rots[:, knee], -1, -2) @ foot)
+            self.local[:, ankle] = matrix_to_quat(np.swapaxes(rots[knee], -1, -2) @ foot)
 
     def _two_bone(self, parent, upper, lower, end, base, parent_rot, target, pole, bend_rest) -> None:
         len_upper = np.linalg.norm(REST_OFFSETS[lower])
@@ -190,7 +193,9 @@ class Body:
         upper_local = np.swapaxes(parent_rot, -1, -2) @ world_upper
         self.local[:, upper] = matrix_to_quat(upper_local)
         fore_local = _apply(np.swapaxes(world_upper, -1, -2), fore / len_lower)
-        self.local[:, lower] = quat_between(np.broadcast_to(REST_OFFSETS[end] / len_lower, fore_local.shape), fore_local)
+        self.local[:, lower] = quat_between(
+            np.broadcast_to(REST_OFFSETS[end] / len_lower, fore_local.shape), fore_local
+        )
 
 
 def _apply(rot: np.ndarray, vec: np.ndarray) -> np.ndarray:
