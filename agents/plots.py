@@ -1,4 +1,4 @@
-"""Figures of reward vectors: the pairwise projections of samples and their Pareto fronts.
+"""Figures: reward vectors (pairwise projections, Pareto fronts highlighted) and training curves.
 
 Drawn with matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
 """
@@ -80,6 +80,90 @@ def plot_reward_front(
         ax.set_ylabel(names[j])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small", loc="best")
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+# Panels of `plot_training_curves`: a title and the logged keys drawn in it (TRL's metric names).
+TRAINING_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("rewards (normalised, rollout means)",
+     ("rewards/text_adherence/mean", "rewards/motion_quality/mean", "rewards/perception/mean")),
+    ("score and score − β·KL", ("objective/scores", "objective/rlhf_reward")),
+    ("KL to the reference (per sample)", ("objective/kl",)),
+    ("Pareto front (fraction of the rollout)", ("pareto/front_fraction",)),
+    ("policy entropy (per token)", ("policy/entropy",)),
+    ("PPO clip fraction and approx. KL", ("policy/clipfrac", "policy/approx_kl")),
+)  # fmt: skip
+
+
+def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each point and the ``window - 1`` before it (fewer at the start)."""
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+def plot_training_curves(
+    log_history: list[dict],
+    path: str | Path,
+    panels: tuple[tuple[str, tuple[str, ...]], ...] = TRAINING_PANELS,
+    smoothing: int = 5,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG of logged training metrics against the optimizer step.
+
+    Args:
+        log_history: ``trainer.state.log_history``: dicts with a ``step`` and the logged values.
+        path: where the PNG goes (parent folders are created).
+        panels: ``(title, keys)`` per panel; panels none of whose keys were logged are left out.
+        smoothing: each key is drawn faint as logged and solid as a trailing mean over this many logs.
+        title: the figure's title.
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if smoothing < 1:
+        raise ValueError(f"smoothing must be >= 1, got {smoothing}")
+    series = {}
+    for title_, keys in panels:
+        for key in keys:
+            points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
+            if points:
+                series[key] = np.asarray(points, dtype=np.float64).T  # (2, n): steps, values
+    drawn = [(name, [k for k in keys if k in series]) for name, keys in panels]
+    drawn = [(name, keys) for name, keys in drawn if keys]
+    if not drawn:
+        wanted = sorted({k for _, keys in panels for k in keys})
+        raise ValueError(f"log_history has none of the keys to plot ({', '.join(wanted)}); "
+                         "pass trainer.state.log_history after training with logging on")  # fmt: skip
+
+    columns = min(3, len(drawn))
+    rows = -(-len(drawn) // columns)
+    fig = Figure(figsize=(4.4 * columns, 3.3 * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax, (name, keys) in zip(axes, drawn):
+        for index, key in enumerate(keys):
+            steps, values = series[key]
+            colour = f"C{index % 10}"
+            ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
+            ax.plot(steps, _trailing_mean(values, smoothing), color=colour, linewidth=1.6,
+                    label=key.removeprefix("rewards/").removesuffix("/mean"))  # fmt: skip
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend(fontsize="small", loc="best")
+    for ax in axes[len(drawn) :]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     path = Path(path)

@@ -38,13 +38,14 @@ from tqdm.auto import tqdm
 
 from agents.evaluation import REAL_ROW, EvaluationSettings, MotionJudge, TestSet, evaluate
 from agents.pareto import hypervolume, non_dominated_mask
-from agents.plots import plot_reward_front
+from agents.plots import plot_reward_front, plot_training_curves
 from motion_env.export import atomic_path
 from motion_env.render import render_comparison_gif
 from reward_models.metrics import evaluation_table, paired_difference, summarize
 from reward_models.rewards import REWARD_NAMES
 
 REPORT_JSON, REPORT_MD, FRONT_PNG, GIF_DIR = "report.json", "report.md", "pareto_front.png", "gifs"
+CURVES_PNG = "training_curves.png"
 
 
 def _help(text: str, **kwargs):
@@ -201,7 +202,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings: ReportSettings | None = None,
-                 training: dict | None = None, names: tuple[str, str] = ("MotionGPT (base)", "MotionRL (fine-tuned)"),
+                 training: dict | None = None, log_history: list[dict] | None = None,
+                 names: tuple[str, str] = ("MotionGPT (base)", "MotionRL (fine-tuned)"),
                  progress: bool = True) -> dict:  # fmt: skip
     """Measure ``base`` and ``tuned`` (``TextToMotionPipeline``s) and write the report into ``out_dir``.
 
@@ -214,6 +216,7 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
         data_dir: a HumanML3D-layout dataset; its test split is used.
         settings: how much to measure (``ReportSettings()`` when None).
         training: a summary of the fine-tuning run (steps, wall time, final metrics, ...), reported as given.
+        log_history: the run's ``trainer.state.log_history``; its curves go to ``training_curves.png``.
         names: row names of the two models.
 
     Returns:
@@ -256,6 +259,11 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
         plot_reward_front({name: (reward.numpy(), fronts[name].numpy()) for name, reward in zip(names, rewards)},
                           tmp, title="Normalised reward vectors, one motion per test caption")  # fmt: skip
     gifs = _render_gifs(out_dir, captions, motions, names, rewards, min(settings.num_gifs, len(captions)), progress)
+    curves = None
+    if log_history:
+        with atomic_path(out_dir / CURVES_PNG) as tmp:
+            plot_training_curves(log_history, tmp, title=f"Fine-tuning {names[1]}: logged metrics")
+        curves = CURVES_PNG
 
     # e. the report
     report = {
@@ -276,7 +284,13 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
             "models": summaries,
         },
         "verdict": _verdict(rows, evaluation["repetitions"], *names),
-        "files": {"json": REPORT_JSON, "markdown": REPORT_MD, "pareto_front": FRONT_PNG, "gifs": gifs},
+        "files": {
+            "json": REPORT_JSON,
+            "markdown": REPORT_MD,
+            "pareto_front": FRONT_PNG,
+            "gifs": gifs,
+            "training_curves": curves,
+        },
         "settings": asdict(settings),
         "training": training,
         "wall_time_s": time.time() - start,
@@ -406,8 +420,14 @@ def _markdown(report: dict, rows: dict, captions: list[str]) -> str:
         lines += ["", "## Samples", "", f"Left {base}, right {tuned}; the same caption and seed.", ""]
         for caption, gif in zip(captions, report["files"]["gifs"]):
             lines += [f"**{caption}** ([{gif}]({gif}))", "", f"![{caption}]({gif})", ""]
+    if report["training"] or report["files"].get("training_curves"):
+        lines += ["", "## Training", ""]
+    if report["files"].get("training_curves"):
+        lines += ["Logged metrics against the optimizer step: faint as logged, solid a trailing mean of 5 logs. "
+                  "Rollout metrics come from training prompts, a few per rollout, so they are noisy.", "",
+                  f"![Training curves]({report['files']['training_curves']})", ""]  # fmt: skip
     if report["training"]:
-        lines += ["", "## Training", "", "| | |", "|---|---|"]
+        lines += ["| | |", "|---|---|"]
         lines += [f"| {key} | {_number(value)} |" for key, value in _flatten(report["training"]).items()]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["settings"] = {"script": asdict(script), "model": asdict(model_args)}
             report = write_report(output_dir, base=base_pipe, tuned=tuned_pipe, scorer=scorer,
                                   evaluator=load_evaluator(bundle / "evaluator").to(state.device), data_dir=data_dir, settings=settings,
-                                  training=summary)  # fmt: skip
+                                  training=summary, log_history=trainer.state.log_history)  # fmt: skip
             verdict = report["verdict"]
             print(f"report: {output_dir / 'report.md'}; fine-tuned above base beyond noise on top-1 R-precision: "
                   f"{verdict['top1']['above']}, on perception: {verdict['perception']['above']}; FID not worse: "

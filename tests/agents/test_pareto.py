@@ -13,7 +13,7 @@ from agents.pareto import (
     reference_grouped,
     reference_non_dominated,
 )
-from agents.plots import plot_reward_front
+from agents.plots import _trailing_mean, plot_reward_front, plot_training_curves
 
 
 def inclusion_exclusion_volume(points: np.ndarray) -> float:
@@ -274,3 +274,31 @@ def test_plot_reward_front_rejects_mismatched_input(tmp_path):
     with pytest.raises(ValueError, match="has 2 rewards"):
         plot_reward_front({"a": (vectors, np.ones(10, dtype=bool)), "b": (vectors[:, :2], np.ones(10, dtype=bool))},
                           tmp_path / "x.png")  # fmt: skip
+
+
+def test_plot_training_curves_draws_the_logged_keys(tmp_path):
+    history = [{"step": s, "loss": 1.0 / s, "rewards/perception/mean": 0.1 * s, "objective/kl": 0.01 * s}
+               for s in range(1, 30)] + [{"step": 29, "train_runtime": 1.0}]  # fmt: skip
+    path = plot_training_curves(history, tmp_path / "figs" / "curves.png", title="run")
+    with Image.open(path) as png:
+        assert png.format == "PNG"
+        two_panels = png.size
+    path = plot_training_curves(history + [{"step": 30, "pareto/front_fraction": 0.4, "policy/entropy": 1.2,
+                                            "policy/clipfrac": 0.1}], tmp_path / "more.png")  # fmt: skip
+    with Image.open(path) as png:
+        assert png.size[0] > two_panels[0]  # more panels, a wider figure
+
+
+def test_plot_training_curves_rejects_a_history_without_metrics(tmp_path):
+    with pytest.raises(ValueError, match="none of the keys"):
+        plot_training_curves([{"step": 1, "loss": 0.5}], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="smoothing"):
+        plot_training_curves([{"step": 1, "objective/kl": 0.5}], tmp_path / "x.png", smoothing=0)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_trailing_mean():
+    values = np.array([1.0, 3.0, 5.0, 7.0])
+    assert np.allclose(_trailing_mean(values, 2), [1.0, 2.0, 4.0, 6.0])
+    assert np.allclose(_trailing_mean(values, 10), [1.0, 2.0, 3.0, 4.0])
+    assert np.allclose(_trailing_mean(values, 1), values)

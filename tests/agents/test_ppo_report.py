@@ -11,6 +11,13 @@ from reward_models.metrics import summarize
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ("base", "tuned")
+# what a Trainer logs: rollout metrics in some entries, update metrics in all, a closing summary
+LOG_HISTORY = [
+    {"step": 6, "loss": 0.1, "rewards/text_adherence/mean": 0.3, "objective/kl": 0.0, "policy/entropy": 1.5},
+    {"step": 12, "loss": 0.05, "policy/entropy": 1.4},
+    {"step": 18, "loss": 0.0, "rewards/text_adherence/mean": 0.4, "objective/kl": 0.2, "policy/entropy": 1.3},
+    {"step": 18, "train_runtime": 3.0, "train_loss": 0.05},
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +39,14 @@ def report(tmp_path_factory):
     result = write_report(out, base=pipe, tuned=pipe, scorer=scorer, evaluator=load_evaluator(bundle / "evaluator"),
                           data_dir=ensure_dataset(REPO / "data" / "procedural"), settings=settings,
                           training={"steps": 12, "wall_time_s": 34.5, "final": {"rewards/mean": 0.25}},
-                          names=NAMES, progress=False)  # fmt: skip
+                          log_history=LOG_HISTORY, names=NAMES, progress=False)  # fmt: skip
     return out, result
 
 
 def test_report_writes_every_file(report):
     out, result = report
-    assert sorted(p.name for p in out.iterdir()) == ["gifs", "pareto_front.png", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["gifs", "pareto_front.png", "report.json", "report.md",
+                                                     "training_curves.png"]  # fmt: skip
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(result))
     assert set(result) >= {"evaluation", "reward_vectors", "verdict", "files", "settings", "training"}
     assert result["num_test_clips"] == 64 and result["settings"]["max_clips"] == 64
@@ -93,6 +101,12 @@ def test_identical_models_give_identical_rows_and_no_improvement(report):
         assert counts["top1"] == counts["fid"] == 2 and counts["perception"] == counts["foot_skating"] == per_motion
     assert "![Reward vectors and Pareto fronts](pareto_front.png)" in text and result["files"]["gifs"][0] in text
     assert "| final/rewards/mean | 0.25 |" in text
+    assert (
+        "![Training curves](training_curves.png)" in text
+        and result["files"]["training_curves"] == "training_curves.png"
+    )
+    with Image.open(out / "training_curves.png") as png:
+        assert png.format == "PNG" and png.size[0] > png.size[1] > 200
 
 
 def test_verdict_rests_on_the_paired_differences():

@@ -137,6 +137,8 @@ def test_main_job_fine_tunes_and_writes_model_logs_and_report(tiny_bundle, tmp_p
     assert re.search(r"wrote .* in \d+ s \(data \d+ s, training \d+ s, report \d+ s; weights identical", result.stdout)
     assert {"MotionGPT (base)", "MotionRL (fine-tuned)"} <= set(report["evaluation"]["rows"])
     assert (out / "report.md").is_file() and (out / "pareto_front.png").is_file() and list(out.glob("gifs/*.gif"))
+    assert (out / "training_curves.png").is_file() and "![Training curves](training_curves.png)" in (
+        out / "report.md").read_text()  # fmt: skip
     from agents.pipeline import TextToMotionPipeline
 
     pipe = TextToMotionPipeline.from_pretrained(out)  # the output is a model directory of its own
