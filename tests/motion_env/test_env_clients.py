@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.logger import configure
 
 import motion_env  # noqa: F401  (registers the envs)
 from motion_env.emission import default_parts
@@ -19,10 +20,11 @@ def parts():
     return default_parts()
 
 
-def test_sb3_ppo_learns_on_make_vec(parts):
+def test_sb3_ppo_learns_on_make_vec(parts, tmp_path):
     vec = gym.make_vec("MotionRL/TextToMotion-v0", num_envs=4, vectorization_mode="vector_entry_point",
                        prompts=PROMPTS, parts=parts, autoreset_mode="Disabled", max_codes=12)  # fmt: skip
     model = PPO("MultiInputPolicy", sb3_vec_env(vec), n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.set_logger(configure(str(tmp_path), []))  # SB3's default logger leaves a folder in the system temp dir
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(total_timesteps=64)
     assert model.num_timesteps >= 64
