@@ -262,7 +262,7 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
     curves = None
     if log_history:
         with atomic_path(out_dir / CURVES_PNG) as tmp:
-            plot_training_curves(log_history, tmp, title=f"Fine-tuning {names[1]}: logged metrics")
+            plot_training_curves(log_history, tmp, title=f"{names[1]}: metrics logged during fine-tuning")
         curves = CURVES_PNG
 
     # e. the report
