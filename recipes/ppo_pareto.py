@@ -92,12 +92,24 @@ def _use_the_cores(threads: int | None) -> None:
 
 
 def _use_cpu_for_process_groups() -> None:
-    """Several processes on a machine without a GPU run on the CPU with gloo (accelerate needs to be told)."""
+    """Several processes on a machine without a GPU run on the CPU with gloo (accelerate needs to be told).
+
+    A DeepSpeed or FSDP launch config there stops with an error: on the CPU the processes would run as
+    plain data parallelism, not sharded as the config asks.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch
 
-        if not torch.cuda.is_available():
-            os.environ["ACCELERATE_USE_CPU"] = "true"  # the launcher may have set it to false
+        if torch.cuda.is_available():
+            return
+        for variable, name in (("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_FSDP", "FSDP")):
+            if os.environ.get(variable, "false").lower() == "true":
+                raise SystemExit(
+                    f"the accelerate config asks for {name} over {os.environ['WORLD_SIZE']} processes, but this "
+                    "machine has no GPU; launch with --config_file accelerate_configs/cpu.yaml (data parallel "
+                    "over gloo) on a CPU, or run the config on GPUs"
+                )
+        os.environ["ACCELERATE_USE_CPU"] = "true"  # the launcher may have set it to false
 
 
 def parse(argv: list[str] | None):

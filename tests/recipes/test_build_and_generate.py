@@ -1,6 +1,7 @@
 """The default-bundle recipe (tiny mode), the generation CLI, and the shipped bundle."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -118,11 +119,11 @@ def test_default_bundle_is_small_and_generates_with_no_model_argument(tmp_path):
 TINY_CONFIG = RECIPES / "configs" / "tiny.yaml"
 
 
-def _ppo(tiny_bundle, out, *args, launcher=None, timeout=600):
+def _ppo(tiny_bundle, out, *args, launcher=None, timeout=600, env=None):
     command = [*(launcher or [sys.executable]), str(RECIPES / "ppo_pareto.py"), "--config", str(TINY_CONFIG),
                "--model_dir", str(tiny_bundle), "--data_dir", str(tiny_bundle / "work" / "data"),
                "--output_dir", str(out), *map(str, args)]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_main_job_fine_tunes_and_writes_model_logs_and_report(tiny_bundle, tmp_path):
@@ -188,3 +189,8 @@ def test_main_job_errors_name_the_value_and_the_fix(tiny_bundle, tmp_path):
     assert token.returncode != 0 and "unknown reward token '<fast>'" in token.stderr
     sizes = _ppo(tiny_bundle, tmp_path / "z", "--per_device_train_batch_size", "5")
     assert sizes.returncode != 0 and "incompatible batch sizes" in sizes.stderr
+    if not torch.cuda.is_available():  # a sharding launch config on a machine without GPUs: no silent DDP
+        for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+            sharded = _ppo(tiny_bundle, tmp_path / name, env=os.environ | {"WORLD_SIZE": "2", variable: "true"})
+            assert sharded.returncode != 0 and f"asks for {name} over 2 processes" in sharded.stderr
+            assert "accelerate_configs/cpu.yaml" in sharded.stderr and not (tmp_path / name).exists()
