@@ -13,6 +13,25 @@ import numpy as np
 DEFAULT_NAMES = ("text adherence", "motion quality", "perception")
 
 
+def _figure(rows: int, columns: int, width: float, height: float):
+    """A constrained-layout figure on its own Agg canvas and its axes, flattened."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * columns, height * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, np.atleast_1d(fig.subplots(rows, columns)).ravel()
+
+
+def _save(fig, path: str | Path, title: str | None) -> Path:
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
 def _as_sets(sets) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if isinstance(sets, tuple) and len(sets) == 2:
         sets = {"samples": sets}
@@ -54,9 +73,6 @@ def plot_reward_front(
     Returns:
         The path written.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     sets = _as_sets(sets)
     k = next(iter(sets.values()))[0].shape[1]
     if k < 2:
@@ -65,9 +81,7 @@ def plot_reward_front(
         raise ValueError(f"names must give one label per reward column ({k}), got {len(names)}: {names}")
 
     pairs = list(combinations(range(k), 2))
-    fig = Figure(figsize=(4.5 * len(pairs), 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(1, len(pairs)))
+    fig, axes = _figure(1, len(pairs), 4.5, 4.2)
     for ax, (i, j) in zip(axes, pairs):
         for index, (name, (vectors, front)) in enumerate(sets.items()):
             colour = f"C{index % 10}"
@@ -80,12 +94,7 @@ def plot_reward_front(
         ax.set_ylabel(names[j])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small", loc="best")
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    return path
+    return _save(fig, path, title)
 
 
 # Panels of `plot_training_curves`: a title and the logged keys drawn in it (TRL's metric names).
@@ -127,13 +136,10 @@ def plot_training_curves(
     Returns:
         The path written.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if smoothing < 1:
         raise ValueError(f"smoothing must be >= 1, got {smoothing}")
     series = {}
-    for title_, keys in panels:
+    for _, keys in panels:
         for key in keys:
             points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
             if points:
@@ -147,9 +153,7 @@ def plot_training_curves(
 
     columns = min(3, len(drawn))
     rows = -(-len(drawn) // columns)
-    fig = Figure(figsize=(4.4 * columns, 3.3 * rows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    fig, axes = _figure(rows, columns, 4.4, 3.3)
     for ax, (name, keys) in zip(axes, drawn):
         for index, key in enumerate(keys):
             steps, values = series[key]
@@ -164,9 +168,4 @@ def plot_training_curves(
             ax.legend(fontsize="small", loc="best")
     for ax in axes[len(drawn) :]:
         ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    return path
+    return _save(fig, path, title)
