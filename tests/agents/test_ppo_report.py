@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agents.ppo_report import ReportSettings, _reward_summary, _verdict, write_report
+from agents.ppo_report import ReportSettings, _has_curves, _reward_summary, _verdict, write_report
 from reward_models.metrics import summarize
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,3 +149,10 @@ def test_settings_and_names_are_checked(tmp_path):
         ReportSettings(repetitions=5, real_per_motion_repetitions=0)
     with pytest.raises(ValueError, match="distinct"):
         write_report(tmp_path, base=None, tuned=None, scorer=None, evaluator=None, data_dir=tmp_path, names=("a", "a"))
+
+
+def test_training_curves_only_for_a_history_with_plotted_metrics():
+    assert _has_curves(LOG_HISTORY)
+    # a run shorter than its logging interval logs only the closing summary: the report goes on without the figure
+    assert not _has_curves([{"step": 4, "train_runtime": 1.0, "train_loss": 0.1}])
+    assert not _has_curves([]) and not _has_curves(None)
