@@ -109,6 +109,23 @@ TRAINING_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )  # fmt: skip
 
 
+CURVE_SMOOTHING = 5  # logs per trailing mean in `plot_training_curves`
+
+
+def logged_panels(log_history: list[dict] | None, panels=TRAINING_PANELS) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """The panels ``log_history`` logged anything for: ``(title, {key: (2, n) steps and values})``, in order."""
+    drawn = []
+    for name, keys in panels:
+        series = {}
+        for key in keys:
+            points = [(entry["step"], entry[key]) for entry in log_history or () if key in entry and "step" in entry]
+            if points:
+                series[key] = np.asarray(points, dtype=np.float64).T
+        if series:
+            drawn.append((name, series))
+    return drawn
+
+
 def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     """Mean of each point and the ``window - 1`` before it (fewer at the start)."""
     sums = np.concatenate([[0.0], np.cumsum(values)])
@@ -121,7 +138,7 @@ def plot_training_curves(
     log_history: list[dict],
     path: str | Path,
     panels: tuple[tuple[str, tuple[str, ...]], ...] = TRAINING_PANELS,
-    smoothing: int = 5,
+    smoothing: int = CURVE_SMOOTHING,
     title: str | None = None,
 ) -> Path:
     """Write a PNG of logged training metrics against the optimizer step.
@@ -138,14 +155,7 @@ def plot_training_curves(
     """
     if smoothing < 1:
         raise ValueError(f"smoothing must be >= 1, got {smoothing}")
-    series = {}
-    for _, keys in panels:
-        for key in keys:
-            points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
-            if points:
-                series[key] = np.asarray(points, dtype=np.float64).T  # (2, n): steps, values
-    drawn = [(name, [k for k in keys if k in series]) for name, keys in panels]
-    drawn = [(name, keys) for name, keys in drawn if keys]
+    drawn = logged_panels(log_history, panels)
     if not drawn:
         wanted = sorted({k for _, keys in panels for k in keys})
         raise ValueError(f"log_history has none of the keys to plot ({', '.join(wanted)}); "
@@ -154,9 +164,8 @@ def plot_training_curves(
     columns = min(3, len(drawn))
     rows = -(-len(drawn) // columns)
     fig, axes = _figure(rows, columns, 4.4, 3.3)
-    for ax, (name, keys) in zip(axes, drawn):
-        for index, key in enumerate(keys):
-            steps, values = series[key]
+    for ax, (name, series) in zip(axes, drawn):
+        for index, (key, (steps, values)) in enumerate(series.items()):
             colour = f"C{index % 10}"
             ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
             ax.plot(steps, _trailing_mean(values, smoothing), color=colour, linewidth=1.6,
@@ -164,7 +173,7 @@ def plot_training_curves(
         ax.set_title(name, fontsize="medium")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        if len(keys) > 1:
+        if len(series) > 1:
             ax.legend(fontsize="small", loc="best")
     for ax in axes[len(drawn) :]:
         ax.set_visible(False)

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from agents.evaluation import REAL_ROW, EvaluationSettings, MotionJudge, TestSet, evaluate
 from agents.pareto import hypervolume, non_dominated_mask
-from agents.plots import TRAINING_PANELS, plot_reward_front, plot_training_curves
+from agents.plots import CURVE_SMOOTHING, logged_panels, plot_reward_front, plot_training_curves
 from motion_env.export import atomic_path
 from motion_env.render import render_comparison_gif
 from reward_models.metrics import evaluation_table, paired_difference, summarize
@@ -201,12 +201,6 @@ def _write_atomic(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _has_curves(log_history: list[dict] | None) -> bool:
-    """Whether ``log_history`` logged any metric of the training-curves figure."""
-    keys = {key for _, panel in TRAINING_PANELS for key in panel}
-    return any(keys & entry.keys() and "step" in entry for entry in log_history or ())
-
-
 def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings: ReportSettings | None = None,
                  training: dict | None = None, log_history: list[dict] | None = None,
                  names: tuple[str, str] = ("MotionGPT (base)", "MotionRL (fine-tuned)"),
@@ -266,7 +260,7 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
                           tmp, title="Normalised reward vectors, one motion per test caption")  # fmt: skip
     gifs = _render_gifs(out_dir, captions, motions, names, rewards, min(settings.num_gifs, len(captions)), progress)
     curves = None
-    if _has_curves(log_history):  # a run too short to log any leaves the figure out, not the report
+    if logged_panels(log_history):  # a run too short to log any leaves the figure out, not the report
         with atomic_path(out_dir / CURVES_PNG) as tmp:
             plot_training_curves(log_history, tmp, title=f"{names[1]}: metrics logged during fine-tuning")
         curves = CURVES_PNG
@@ -429,8 +423,9 @@ def _markdown(report: dict, rows: dict, captions: list[str]) -> str:
     if report["training"] or report["files"].get("training_curves"):
         lines += ["", "## Training", ""]
     if report["files"].get("training_curves"):
-        lines += ["Logged metrics against the optimizer step: faint as logged, solid a trailing mean of 5 logs. "
-                  "Rollout metrics come from training prompts, a few per rollout, so they are noisy.", "",
+        lines += ["Logged metrics against the optimizer step: faint as logged, solid a trailing mean of "
+                  f"{CURVE_SMOOTHING} logs. Rollout metrics come from training prompts, a few per rollout, so they "
+                  "are noisy.", "",
                   f"![Training curves]({report['files']['training_curves']})", ""]  # fmt: skip
     if report["training"]:
         lines += ["| | |", "|---|---|"]

@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from agents.ppo_report import ReportSettings, _has_curves, _reward_summary, _verdict, write_report
+from agents.plots import logged_panels
+from agents.ppo_report import ReportSettings, _reward_summary, _verdict, write_report
 from reward_models.metrics import summarize
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,7 +153,11 @@ def test_settings_and_names_are_checked(tmp_path):
 
 
 def test_training_curves_only_for_a_history_with_plotted_metrics():
-    assert _has_curves(LOG_HISTORY)
+    panels = logged_panels(LOG_HISTORY)
+    assert [name for name, _ in panels] == ["rewards (normalised, rollout means)", "KL to the reference (per sample)",
+                                            "policy entropy (per token)"]  # fmt: skip
+    steps, values = panels[2][1]["policy/entropy"]
+    assert steps.tolist() == [6, 12, 18] and values.tolist() == [1.5, 1.4, 1.3]
     # a run shorter than its logging interval logs only the closing summary: the report goes on without the figure
-    assert not _has_curves([{"step": 4, "train_runtime": 1.0, "train_loss": 0.1}])
-    assert not _has_curves([]) and not _has_curves(None)
+    assert not logged_panels([{"step": 4, "train_runtime": 1.0, "train_loss": 0.1}])
+    assert not logged_panels([]) and not logged_panels(None)
