@@ -1,6 +1,6 @@
 """Evaluating a text-to-motion generator with the field's protocol (Guo et al. 2022; SPEC §8).
 
-Every repetition draws one caption per test clip, generates a motion for each, embeds captions,
+Every repetition draws one caption per test motion, generates a motion for each, embeds captions,
 real and generated motions with the held-out evaluator (never a reward model), and computes
 R-precision (batches of 32), FID, MM-Dist and Diversity; MultiModality uses 100 captions × 30
 samples. Alongside: perception score (the critic of Eq. 6 on the converter's SMPL rotations),
@@ -53,30 +53,33 @@ class EvaluationSettings:
 
 
 class TestSet:
-    """A test split grouped by clip: each clip's raw motion and its captions."""
+    """A test split grouped by motion: each motion and the captions that describe it.
+
+    A motion is a whole clip or a captioned span of one (dataset row ``id`` ``<clip>#<start>#<end>``),
+    cropped to that span, as the reference evaluator makes each span its own item: a caption that
+    describes seconds 3 to 6 of a clip is never paired with the whole clip.
+    """
 
     __test__ = False  # a data class, not a pytest test class
 
     def __init__(self, data_dir: str | Path, split: str = "test"):
         rows = load_humanml3d(data_dir, split)[:]  # columns, formatted in one pass
-        by_clip = defaultdict(list)
-        motions = {}
-        for clip_id, caption, start, end, motion in zip(rows["clip_id"], rows["caption"], rows["start"], rows["end"],
-                                                         rows["motion"]):  # fmt: skip
-            by_clip[clip_id].append(caption)
-            if clip_id not in motions and start == end == 0.0:
-                motions[clip_id] = np.array(motion)  # a writable copy, not a view of the Arrow table
-        self.clip_ids = sorted(c for c in by_clip if c in motions)
-        if not self.clip_ids:
-            raise ValueError(f"{data_dir}: split {split!r} has no whole-clip captions to evaluate on")
-        self.captions = [by_clip[c] for c in self.clip_ids]
-        self.motions = [motions[c] for c in self.clip_ids]
+        captions, motions = defaultdict(list), {}
+        for motion_id, caption, motion in zip(rows["id"], rows["caption"], rows["motion"]):
+            captions[motion_id].append(caption)
+            if motion_id not in motions:  # the rows of one id share its motion
+                motions[motion_id] = np.array(motion)  # a writable copy, not a view of the Arrow table
+        self.ids = sorted(motions)
+        if not self.ids:
+            raise ValueError(f"{data_dir}: split {split!r} has no captioned motion to evaluate on")
+        self.captions = [captions[i] for i in self.ids]
+        self.motions = [motions[i] for i in self.ids]
 
     def __len__(self) -> int:
-        return len(self.clip_ids)
+        return len(self.ids)
 
     def draw(self, rng: np.random.Generator) -> tuple[list[str], list[np.ndarray]]:
-        """One caption per clip and a reference-style crop of each clip, in a shuffled order."""
+        """One caption per motion and a reference-style crop of each motion, in a shuffled order."""
         order = rng.permutation(len(self))
         captions = [self.captions[i][int(rng.integers(len(self.captions[i])))] for i in order]
         crops = []
@@ -140,7 +143,7 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
     """Table-1 rows for real motion and for each generator (``{name: pipeline}``).
 
     Returns ``{"rows": {name: {metric: (mean, ci95)}}, "repetitions": {name: {metric: [value per
-    repetition]}}, "settings": {...}, "num_clips": N}``; generators' repetitions are paired (the same
+    repetition]}}, "settings": {...}, "num_motions": N}``; generators' repetitions are paired (the same
     captions, R-precision batches and diversity pairs in repetition r).
     """
     settings = settings or EvaluationSettings()
@@ -189,4 +192,4 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
             )
     rows = {name: {key: metrics.summarize(values) for key, values in row.items()} for name, row in per_rep.items()}
     repetitions = {name: {key: list(values) for key, values in row.items()} for name, row in per_rep.items()}
-    return {"rows": rows, "repetitions": repetitions, "settings": asdict(settings), "num_clips": len(test_set)}
+    return {"rows": rows, "repetitions": repetitions, "settings": asdict(settings), "num_motions": len(test_set)}

@@ -65,13 +65,13 @@ class ReportSettings:
         "per_motion_repetitions).",
         default=None,
     )
-    reward_prompts: int = _help("Test captions (one per clip, seeded) scored for the reward vectors.", default=64)
+    reward_prompts: int = _help("Test captions (one per test motion, seeded) scored for the reward vectors.", default=64)
     num_gifs: int = _help("Side-by-side GIFs, of the first reward prompts.", default=4)
     temperature: float = _help("Sampling temperature of both models everywhere in the report.", default=1.0)
     seed: int = _help("Seed of the caption draws and of generation (the same for both models).", default=0)
     batch_size: int = _help("R-precision batch (the protocol's 32).", default=32)
-    max_clips: int | None = _help(
-        "Evaluate on this many test clips (seeded subset) instead of all; for quick runs. Diversity then uses "
+    max_motions: int | None = _help(
+        "Evaluate on this many test motions (seeded subset) instead of all; for quick runs. Diversity then uses "
         "at most this many pairs instead of the protocol's 300.",
         default=None,
     )
@@ -90,29 +90,29 @@ class ReportSettings:
         if not 0 <= self.num_gifs <= self.reward_prompts:
             raise ValueError(f"ReportSettings.num_gifs must lie in [0, reward_prompts={self.reward_prompts}], "
                              f"got {self.num_gifs}")  # fmt: skip
-        if self.max_clips is not None and self.max_clips < self.batch_size:
-            raise ValueError(f"ReportSettings.max_clips={self.max_clips} is below batch_size={self.batch_size}: "
-                             "R-precision needs at least one full batch of clips")  # fmt: skip
+        if self.max_motions is not None and self.max_motions < self.batch_size:
+            raise ValueError(f"ReportSettings.max_motions={self.max_motions} is below batch_size={self.batch_size}: "
+                             "R-precision needs at least one full batch of motions")  # fmt: skip
 
 
 def _subset(test_set: TestSet, count: int | None, seed: int) -> TestSet:
-    """``count`` clips of the test set (a seeded draw, in the original order); all when None."""
+    """``count`` motions of the test set (a seeded draw, in the original order); all when None."""
     if count is None or count >= len(test_set):
         return test_set
     keep = np.sort(np.random.default_rng([seed, 1]).choice(len(test_set), count, replace=False))
     subset = copy.copy(test_set)
-    subset.clip_ids = [test_set.clip_ids[i] for i in keep]
+    subset.ids = [test_set.ids[i] for i in keep]
     subset.captions = [test_set.captions[i] for i in keep]
     subset.motions = [test_set.motions[i] for i in keep]
     return subset
 
 
 def _reward_prompts(test_set: TestSet, count: int, seed: int) -> tuple[list[str], list[np.ndarray]]:
-    """``count`` distinct clips (at most all), one caption each, and each clip's motion as ground truth."""
+    """``count`` distinct test motions (at most all), one caption each, and the motion as its ground truth."""
     rng = np.random.default_rng([seed, 2])
-    clips = rng.choice(len(test_set), min(count, len(test_set)), replace=False)
-    captions = [test_set.captions[i][int(rng.integers(len(test_set.captions[i])))] for i in clips]
-    return captions, [test_set.motions[i] for i in clips]
+    chosen = rng.choice(len(test_set), min(count, len(test_set)), replace=False)
+    captions = [test_set.captions[i][int(rng.integers(len(test_set.captions[i])))] for i in chosen]
+    return captions, [test_set.motions[i] for i in chosen]
 
 
 def _reward_summary(rewards: torch.Tensor) -> tuple[dict, torch.Tensor]:
@@ -229,7 +229,7 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
         raise ValueError(f"names must be two distinct row names other than {REAL_ROW!r}, got {names}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    test_set = _subset(TestSet(data_dir, "test"), settings.max_clips, settings.seed)
+    test_set = _subset(TestSet(data_dir, "test"), settings.max_motions, settings.seed)
 
     # a. the evaluation protocol
     evaluation_settings = EvaluationSettings(
@@ -270,7 +270,7 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
         "models": {"base": names[0], "tuned": names[1]},
         "guidance": {name: getattr(pipeline, "reward_token", None) for name, pipeline in zip(names, (base, tuned))},
         "data_dir": str(data_dir),
-        "num_test_clips": len(test_set),
+        "num_test_motions": len(test_set),
         "evaluation": {
             "rows": {name: _row_cells(row) for name, row in rows.items()},
             "repetitions": evaluation["repetitions"],
@@ -372,9 +372,10 @@ def _markdown(report: dict, rows: dict, captions: list[str]) -> str:
         "",
         "## How this was measured",
         "",
-        f"- Test split of `{report['data_dir']}`: {report['num_test_clips']} clips.",
+        f"- Test split of `{report['data_dir']}`: {report['num_test_motions']} motions (whole clips and the "
+        "captioned spans of clips, each with its own captions).",
         f"- Evaluation protocol with the held-out evaluator: {settings['repetitions']} repetitions, one caption per "
-        f"clip each, R-precision in batches of {settings['batch_size']}, Diversity over "
+        f"motion each, R-precision in batches of {settings['batch_size']}, Diversity over "
         f"{evaluation_settings['diversity_pairs']} pairs, MultiModality not run; both models on the same caption "
         "draws, batches and pairs; cells are mean ±95% half-interval."
         + _per_motion_note(settings["per_motion_repetitions"], settings.get("real_per_motion_repetitions"),

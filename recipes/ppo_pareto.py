@@ -59,7 +59,7 @@ class ScriptArguments:
         metadata={"help": "The same for the real-motion row, which differs between repetitions only by its crops "
                   "(default: as --eval_per_motion_repetitions)."},
     )  # fmt: skip
-    eval_max_clips: int | None = field(default=None, metadata={"help": "Evaluate on at most this many test clips."})
+    eval_max_motions: int | None = field(default=None, metadata={"help": "Evaluate on at most this many test motions."})
     eval_batch_size: int = field(
         default=32, metadata={"help": "R-precision batch of the evaluation (the protocol's 32)."}
     )
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                                       per_motion_repetitions=script.eval_per_motion_repetitions,
                                       real_per_motion_repetitions=script.eval_real_per_motion_repetitions,
                                       reward_prompts=script.reward_prompts,
-                                      num_gifs=script.num_gifs, seed=args.seed, max_clips=script.eval_max_clips,
+                                      num_gifs=script.num_gifs, seed=args.seed, max_motions=script.eval_max_motions,
                                       batch_size=script.eval_batch_size)  # fmt: skip
             summary = {key: value for key, value in training.items() if key != "log_history"}
             summary["command"] = " ".join(["recipes/ppo_pareto.py", *(sys.argv[1:] if argv is None else argv)])

@@ -37,8 +37,14 @@ def test_test_and_prompt_sets_hold_the_rows_of_the_dataset_as_writable_arrays(tm
         assert motion.dtype == np.float32 and motion.flags.writeable  # not a read-only view of the Arrow table
     test_set = TestSet(data, "test")
     test_rows = load_humanml3d(data, "test")
-    whole = {row["clip_id"]: row["motion"] for row in test_rows if row["start"] == row["end"] == 0.0}
-    assert test_set.clip_ids == sorted(whole)
-    for clip_id, motion in zip(test_set.clip_ids, test_set.motions):
-        np.testing.assert_array_equal(motion, whole[clip_id])
+    # one entry per motion: a whole clip, or a captioned span of one with the span's frames and captions only
+    motions, captions = {}, {}
+    for row in test_rows:
+        motions[row["id"]] = row["motion"]
+        captions.setdefault(row["id"], []).append(row["caption"])
+    assert any("#" in i for i in motions) and any("#" not in i for i in motions)  # both kinds are covered
+    assert test_set.ids == sorted(motions)
+    for motion_id, motion, texts in zip(test_set.ids, test_set.motions, test_set.captions):
+        np.testing.assert_array_equal(motion, motions[motion_id])
+        assert texts == captions[motion_id]
         assert motion.flags.writeable

@@ -36,7 +36,7 @@ def report(tmp_path_factory):
     pipe = TextToMotionPipeline(policy, vqvae, text_encoder)
     out = tmp_path_factory.mktemp("report")
     settings = ReportSettings(repetitions=2, per_motion_repetitions=1, real_per_motion_repetitions=2, reward_prompts=8,
-                              num_gifs=1, max_clips=64)  # fmt: skip
+                              num_gifs=1, max_motions=64)  # fmt: skip
     result = write_report(out, base=pipe, tuned=pipe, scorer=scorer, evaluator=load_evaluator(bundle / "evaluator"),
                           data_dir=ensure_dataset(REPO / "data" / "procedural"), settings=settings,
                           training={"steps": 12, "wall_time_s": 34.5, "final": {"rewards/mean": 0.25}},
@@ -50,7 +50,7 @@ def test_report_writes_every_file(report):
                                                      "training_curves.png"]  # fmt: skip
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(result))
     assert set(result) >= {"evaluation", "reward_vectors", "verdict", "files", "settings", "training"}
-    assert result["num_test_clips"] == 64 and result["settings"]["max_clips"] == 64
+    assert result["num_test_motions"] == 64 and result["settings"]["max_motions"] == 64
     assert result["training"]["final"]["rewards/mean"] == 0.25
     with Image.open(out / "pareto_front.png") as png:
         assert png.format == "PNG" and png.width > 400
@@ -138,8 +138,8 @@ def test_verdict_rests_on_the_paired_differences():
 def test_settings_and_names_are_checked(tmp_path):
     with pytest.raises(ValueError, match="num_gifs"):
         ReportSettings(reward_prompts=2, num_gifs=3)
-    with pytest.raises(ValueError, match="max_clips=16 is below batch_size=32"):
-        ReportSettings(max_clips=16)
+    with pytest.raises(ValueError, match="max_motions=16 is below batch_size=32"):
+        ReportSettings(max_motions=16)
     with pytest.raises(ValueError, match="repetitions"):
         ReportSettings(repetitions=0)
     with pytest.raises(ValueError, match=r"per_motion_repetitions must lie in \[1, repetitions=5\] or be None, got 6"):
