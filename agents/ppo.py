@@ -23,6 +23,9 @@ rollout is saved with each checkpoint.
 from __future__ import annotations
 
 import copy
+import functools
+import types
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -150,6 +153,12 @@ class MotionPPOConfig(TrainingArguments):
             raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
         if self.score_normalization not in ("none", "group"):
             raise ValueError(f"score_normalization must be 'none' or 'group', got {self.score_normalization!r}")
+        if self.score_normalization == "group" and self.num_samples_per_token < 2:
+            raise ValueError(
+                "score_normalization='group' standardises each prompt's rewards over its num_samples_per_token "
+                f"samples, which needs at least 2, got {self.num_samples_per_token}; sample more per prompt or "
+                "use score_normalization='none'"
+            )
         if self.critic not in ("head", "separate"):
             raise ValueError(f"critic must be 'head' or 'separate', got {self.critic!r}")
         for name in ("num_prompts_per_rollout", "num_samples_per_token", "num_ppo_epochs"):
@@ -202,8 +211,10 @@ class PolicyAndValue(nn.Module):
         base = base_policy(policy)
         self.value_model = None
         if critic == "separate":
+            # a peft policy's weights live in its LoRA-injected layers: the critic starts from them merged
+            source = copy.deepcopy(policy).merge_and_unload() if _is_peft(policy) else base
             self.value_model = MotionGPTModel(base.config)
-            self.value_model.load_state_dict(base.transformer.state_dict())
+            self.value_model.load_state_dict(source.transformer.state_dict())
         self.value_head = nn.Linear(base.config.hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
@@ -388,24 +399,36 @@ class _StepIndices(torch.utils.data.Dataset):
         return {"step": i}
 
 
-class _NonFiniteGradients(TrainerCallback):
-    """Zero the gradients of an optimizer step that has a NaN/Inf in them; count the skips."""
+class _SkipNonFiniteSteps(TrainerCallback):
+    """Skip an optimizer step whose gradients hold a NaN/Inf, or whose loss was non-finite; count the skips.
+
+    The decision is taken jointly by all processes (a shard's NaN under FSDP, or one process's
+    non-finite loss under DDP, skips the step everywhere), so the weights stay in step. A skipped step
+    leaves the weights and the optimizer state as they were; the learning-rate schedule moves on.
+    """
 
     def __init__(self, trainer: MotionPPOTrainer):
         self.trainer = trainer
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        params = [p for p in self.trainer.model.parameters() if p.grad is not None]
+        trainer = self.trainer
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
         # each process checks the gradients it holds (its shards under FSDP); the reduction joins them
-        grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in params]
+        grads = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
         # one fused pass: a tensor's norm is NaN/Inf when an entry is (or when it overflows float32, a step
         # gradient clipping would zero anyway); checking each tensor entry by entry cost ~20 ms a step
-        finite = torch.isfinite(torch.stack(torch._foreach_norm(grads))).all() if grads else torch.tensor(True)
-        finite = self.trainer.accelerator.reduce(finite.float().to(self.trainer.accelerator.device), "min")
-        if finite.item() < 1:
-            for p in params:
-                p.grad.zero_()
-            self.trainer._metrics["skipped/nonfinite_gradients"].append(1.0)
+        bad_gradients = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all() if grads else torch.tensor(False)
+        flags = torch.stack([torch.tensor(float(trainer._nonfinite_loss)), bad_gradients.float().cpu()])
+        bad_loss, bad_gradients = (trainer.accelerator.reduce(flags.to(trainer.accelerator.device), "max") > 0).tolist()
+        trainer._nonfinite_loss = False
+        if bad_loss:
+            trainer._metrics["skipped/nonfinite_loss"].append(1.0)
+        elif bad_gradients:
+            trainer._metrics["skipped/nonfinite_gradients"].append(1.0)
+        trainer._skip_optimizer_step = bad_loss or bad_gradients
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._skip_optimizer_step = False
 
 
 class MotionPPOTrainer(Trainer):
@@ -471,7 +494,8 @@ class MotionPPOTrainer(Trainer):
         steps = self._rollouts_per_epoch(args) * args.steps_per_rollout
         super().__init__(model=PolicyAndValue(model, args.critic), args=args, train_dataset=_StepIndices(steps),
                          data_collator=_collate_steps, callbacks=callbacks)  # fmt: skip
-        self.add_callback(_NonFiniteGradients(self))
+        self._nonfinite_loss = self._skip_optimizer_step = False
+        self.add_callback(_SkipNonFiniteSteps(self))
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
         self.vqvae.to(self.accelerator.device)
@@ -557,8 +581,10 @@ class MotionPPOTrainer(Trainer):
         finite = torch.isfinite(reward_matrix).all(-1)
         reward_matrix = torch.where(finite[:, None], reward_matrix, torch.zeros_like(reward_matrix))
         scores = self.scalarize(reward_matrix, tokens)
-        counted = reward_matrix[:, self.reward_columns]
-        selected = self.select(counted, groups) & finite
+        # a sample without finite rewards neither enters the update nor competes for a front place
+        selected = torch.zeros_like(finite)
+        if finite.any():
+            selected[finite] = self.select(reward_matrix[finite][:, self.reward_columns], groups[finite])
 
         kl = kl_penalty(logprobs, ref_logprobs, args.kl_estimator) * action_mask
         token_rewards = -args.kl_coef * kl
@@ -627,10 +653,16 @@ class MotionPPOTrainer(Trainer):
         m["pareto/front_fraction"].append(front.mean().item())
         m["rollout/nonfinite_rewards"].append(gather((~finite).float()).sum().item())
         m["rollout/codes"].append(gather(lengths.float()).mean().item())
+        # 1 − Var[returns − values] / Var[returns] over every process's tokens, from reduced moments
         flat = action_mask.bool()
-        residual, target = (returns - values)[flat], returns[flat]
-        explained = 1 - residual.var() / target.var().clamp(min=1e-8)
-        m["val/explained_variance"].append(self.accelerator.reduce(explained, "mean").item())
+        residual, target = (returns - values)[flat].float(), returns[flat].float()
+        moments = torch.stack(
+            [flat.sum().float(), residual.sum(), (residual**2).sum(), target.sum(), (target**2).sum()]
+        )
+        n, r1, r2, t1, t2 = self.accelerator.reduce(moments, "sum").tolist()
+        if n > 1:
+            residual_var, target_var = r2 / n - (r1 / n) ** 2, t2 / n - (t1 / n) ** 2
+            m["val/explained_variance"].append(1 - residual_var / max(target_var, 1e-8))
 
     # ---- the update ----
 
@@ -651,23 +683,43 @@ class MotionPPOTrainer(Trainer):
         loss = pg_loss + args.vf_coef * vf_loss
 
         with torch.no_grad():
-            reduce = self.accelerator.reduce
-            stats = {
-                "policy/approx_kl": masked_mean(0.5 * log_ratio**2, mask),
-                "policy/clipfrac": masked_mean((pg_losses_clipped > pg_losses).float(), mask),
-                "policy/entropy": masked_mean(entropy, batch.action_mask),
-                "loss/policy": pg_loss,
-                "loss/value": vf_loss,
-                "val/clipfrac": masked_mean(((values - batch.returns) ** 2 < vf_losses).float(), mask),
-                "val/ratio": masked_mean(ratio, mask),
+            # Sums and token counts over all processes, divided after the reduction: a minibatch with no
+            # selected token leaves these out instead of pulling them toward 0.
+            over_selected = {
+                "policy/approx_kl": 0.5 * log_ratio**2,
+                "policy/clipfrac": (pg_losses_clipped > pg_losses).float(),
+                "val/clipfrac": ((values - batch.returns) ** 2 < vf_losses).float(),
+                "val/ratio": ratio,
             }
-            for key, value in stats.items():
-                self._metrics[key].append(reduce(value.detach().float(), "mean").item())
+            sums = [(value * mask).sum() for value in over_selected.values()]
+            sums += [mask.sum(), (entropy * batch.action_mask).sum(), batch.action_mask.sum(), pg_loss, vf_loss]
+            totals = self.accelerator.reduce(torch.stack(sums).detach().float(), "sum").tolist()
+            *selected_sums, selected, entropy_sum, tokens, pg_sum, vf_sum = totals
+            if selected > 0:
+                for key, total in zip(over_selected, selected_sums):
+                    self._metrics[key].append(total / selected)
+            self._metrics["policy/entropy"].append(entropy_sum / max(tokens, 1.0))
+            processes = self.accelerator.num_processes
+            self._metrics["loss/policy"].append(pg_sum / processes)
+            self._metrics["loss/value"].append(vf_sum / processes)
         if not torch.isfinite(loss):
-            # a zero loss that still reaches every parameter, so processes stay in step
-            self._metrics["skipped/nonfinite_loss"].append(1.0)
+            # a zero loss that still reaches every parameter, so processes stay in step; the optimizer
+            # step this minibatch belongs to is skipped (`_SkipNonFiniteSteps`)
+            self._nonfinite_loss = True
             loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
         return loss
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, whose `step` does nothing while a step is to be skipped."""
+        optimizer = super().create_optimizer(model)
+        step = optimizer.step
+
+        def step_unless_skipped(_optimizer, *args, **kwargs):
+            return None if self._skip_optimizer_step else step(*args, **kwargs)
+
+        # a bound method, as the learning-rate scheduler expects to find (it wraps `step` in turn)
+        optimizer.step = types.MethodType(functools.wraps(step)(step_unless_skipped), optimizer)
+        return optimizer
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         metrics = {key: float(np.mean(values)) for key, values in self._metrics.items() if values}
@@ -706,8 +758,9 @@ class MotionPPOTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
-        if self._rollout is not None and self.args.should_save:
+        if self._rollout is not None:  # every process saves the rollout it holds, as the Trainer its RNG state
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
             tensors = {k: v.detach().cpu() for k, v in self._rollout.to_dict().items()}
             tensors["selected"] = tensors["selected"].to(torch.uint8)
             save_file(tensors, str(folder / f"rollout_{self.args.process_index}.safetensors"))
@@ -732,10 +785,17 @@ class MotionPPOTrainer(Trainer):
             policy = {f"policy.{k}": v for k, v in load_file(str(weights)).items()}
             load_full_state_dict(unwrapped, policy | critic)
         saved = folder / f"rollout_{self.args.process_index}.safetensors"
-        if saved.is_file():
-            tensors = load_file(str(saved), device=str(self.accelerator.device))
-            tensors["selected"] = tensors["selected"].bool()
-            self._rollout = Rollout(**tensors)
+        if not saved.is_file():
+            warnings.warn(
+                f"{folder} has no {saved.name}: the rollout in flight is sampled again from the resumed weights, so "
+                "the run does not repeat the uninterrupted one from here (was the checkpoint written by fewer "
+                "processes?)",
+                stacklevel=2,
+            )
+            return
+        tensors = load_file(str(saved), device=str(self.accelerator.device))
+        tensors["selected"] = tensors["selected"].bool()
+        self._rollout = Rollout(**tensors)
 
     def weights_in_sync(self) -> bool:
         """Whether every process holds the same trainable weights (a checksum gathered from all)."""

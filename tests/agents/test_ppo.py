@@ -7,6 +7,7 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from agents.motion_gpt import MotionGPTConfig, MotionGPTForCausalLM
 from agents.pareto import grouped_non_dominated_mask
@@ -122,6 +123,8 @@ def test_incompatible_batch_sizes_name_the_values_and_a_fix(tmp_path):
         make_args(tmp_path, per_device_train_batch_size=5)
     with pytest.raises(ValueError, match=r"gradient_accumulation_steps=3.*divisor of 4"):
         make_args(tmp_path, gradient_accumulation_steps=3)
+    with pytest.raises(ValueError, match=r"score_normalization='group'.*at least 2, got 1.*'none'"):
+        make_args(tmp_path, score_normalization="group", num_samples_per_token=1)
 
 
 def test_unknown_reward_token_and_reward_are_rejected(tmp_path):
@@ -320,6 +323,10 @@ def test_resume_from_a_checkpoint_reproduces_the_next_steps(parts, tmp_path):
     for name, value in params(resumed.model).items():
         torch.testing.assert_close(value, params(run.model)[name])
 
+    (checkpoint / "rollout_0.safetensors").unlink()  # e.g. written by fewer processes than resume it
+    with pytest.warns(UserWarning, match=r"no rollout_0\.safetensors: the rollout in flight is sampled again"):
+        make_trainer(parts, tmp_path / "b")._load_from_checkpoint(str(checkpoint))
+
 
 def test_save_writes_a_given_full_state_dict(parts, tmp_path):
     # under FSDP/DeepSpeed the weights arrive gathered as a state dict; they, not the module's shards, are saved
@@ -348,6 +355,27 @@ def test_nonfinite_rewards_leave_their_samples_out_and_are_counted(parts, tmp_pa
     assert trainer._metrics["rollout/nonfinite_rewards"][-1] == 2
     trainer.train()
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+class NegativeReward(LengthReward):
+    """LengthReward below zero on every column: a NaN row replaced by zeros would dominate them all."""
+
+    def __call__(self, features, lengths, prompts, ground_truth=None):
+        out = super().__call__(features, lengths, prompts, ground_truth)
+        return RewardOutput(rewards=out.rewards - 1.0, raw=out.raw - 1.0)
+
+
+def test_samples_without_finite_rewards_take_no_front_place_from_the_others(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path, cls=ParetoPPOTrainer, scorer=NegativeReward(nan_rows=[0, 4]),
+                           num_samples_per_token=4, per_device_train_batch_size=12)  # fmt: skip
+    rollout = trainer.rollout(0)
+    assert trainer._metrics["rollout/nonfinite_rewards"][-1] == 2
+    finite = torch.ones(24, dtype=torch.bool)
+    finite[[0, 4]] = False
+    expected = torch.zeros_like(finite)
+    expected[finite] = grouped_non_dominated_mask(rollout.rewards[finite], rollout.groups[finite])
+    assert torch.equal(rollout.selected, expected)
+    assert rollout.selected[1:4].any()  # the NaN row's group keeps a front of its own
 
 
 def test_a_nonfinite_loss_skips_the_update_and_is_logged(parts, tmp_path):
@@ -384,6 +412,32 @@ def test_separate_critic_trains_its_own_transformer(parts, tmp_path):
     assert any(k.startswith("value_model.") for k in load_file(str(tmp_path / "out" / "value.safetensors")))
 
 
+def test_separate_critic_with_lora_starts_from_the_policys_weights(parts, tmp_path):
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, lora_dropout=0.0)
+    policy = tiny_policy()
+    expected = copy.deepcopy(policy.transformer.state_dict())
+    trainer = make_trainer(parts, tmp_path, policy=policy, peft_config=config, critic="separate", max_steps=2)
+    for name, tensor in trainer.model.value_model.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    trainer.train()
+    trainer.save_model(str(tmp_path / "out"))
+    assert any(k.startswith("value_model.") for k in load_file(str(tmp_path / "out" / "value.safetensors")))
+
+
+def test_update_metrics_leave_out_a_minibatch_without_selected_samples(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path)
+    rollout = trainer.rollout(0)
+    flat = rollout.action_mask.bool()
+    residual, returns = (rollout.returns - rollout.values)[flat], rollout.returns[flat]
+    expected = 1 - residual.var(unbiased=False) / returns.var(unbiased=False)
+    assert trainer._metrics["val/explained_variance"][-1] == pytest.approx(expected.item(), abs=1e-4)
+    trainer._metrics.clear()
+    rollout.selected = torch.zeros_like(rollout.selected)  # e.g. every sample's rewards were NaN
+    loss = trainer.compute_loss(trainer.model, rollout)
+    assert loss.item() == 0.0
+    assert set(trainer._metrics) == {"policy/entropy", "loss/policy", "loss/value"}  # no ratio, clip or KL of nothing
+
+
 def test_masked_mean_of_an_empty_mask_is_zero_and_keeps_the_graph():
     values = torch.randn(3, 4, requires_grad=True)
     out = masked_mean(values, torch.zeros(3, 4))
@@ -417,6 +471,34 @@ def test_a_nonfinite_gradient_skips_the_update_and_is_logged(parts, tmp_path):
         assert torch.equal(value, before[name]), name
     assert trainer.state.log_history[0]["skipped/nonfinite_gradients"] == 1
     assert "skipped/nonfinite_loss" not in trainer.state.log_history[0]
+
+
+def test_a_skipped_step_after_updates_leaves_weights_and_optimizer_state_as_they_were(parts, tmp_path):
+    # After real steps AdamW's moments are non-zero: a zeroed gradient still fed to it would move the weights.
+    trainer = make_trainer(parts, tmp_path, max_steps=3)
+    calls = {"backward": 0}
+
+    def inf_on_the_third_step(grad):
+        calls["backward"] += 1
+        return grad * float("inf") if calls["backward"] == 3 else grad
+
+    trainer.model.value_head.weight.register_hook(inf_on_the_third_step)
+    snapshots = {}
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            snapshots[state.global_step] = (params(trainer.model), copy.deepcopy(trainer.optimizer.state_dict()))
+
+    trainer.add_callback(Snapshot())
+    trainer.train()
+    (after_two, optimizer_two), (after_three, optimizer_three) = snapshots[2], snapshots[3]
+    assert any(not torch.equal(snapshots[1][0][n], after_two[n]) for n in after_two)  # real steps move them
+    for name, value in after_three.items():
+        assert torch.equal(value, after_two[name]), name
+    for key, state in optimizer_three["state"].items():
+        for field, value in state.items():
+            assert torch.equal(value, optimizer_two["state"][key][field]), (key, field)
+    assert [log.get("skipped/nonfinite_gradients") for log in trainer.state.log_history[:3]] == [None, None, 1]
 
 
 # ---- FSDP2 (sharded over 2 CPU processes with gloo; accelerate runs FSDP on GPUs only) ----
