@@ -628,8 +628,9 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
         Returns:
             codes (B, max_codes) long, padded with PAD after each row's end (END itself excluded);
             lengths (B,) long; with `return_logprobs`, logprobs (B, max_codes) float:
-            log softmax(logits / temperature) of the chosen token, before top-k / top-p / min_codes
-            (so a teacher-forced forward with logits / temperature reproduces it). For t < length it
+            log softmax(logits / temperature) of the chosen token with END masked before
+            ``min_codes`` (the distribution it was drawn from), but before top-k / top-p; a teacher-
+            forced forward reproduces it (`agents.ppo.token_logprobs` with ``min_codes``). For t < length it
             is the code's; at t = length (< max_codes) it is END's; after that 0. With
             `return_hidden_states`, last, hidden_states (B, max_codes, hidden_size): position t is
             the state [text, codes[:t]], as a teacher-forced forward gives it; positions after a
@@ -689,10 +690,10 @@ class MotionGPTForCausalLM(MotionGPTPreTrainedModel, GenerationMixin):
             logits = self._logits(hidden[:, -1]).float()  # (b, V)
             if temperature != 1.0:
                 logits = logits / temperature
-            if return_logprobs:
-                step_logprobs = logits.log_softmax(-1)  # (b, V)
             if step < min_codes:
                 logits[:, end_id] = float("-inf")
+            if return_logprobs:
+                step_logprobs = logits.log_softmax(-1)  # (b, V)
             if do_sample:
                 probs = _filter_logits(logits, top_k, top_p).softmax(-1)  # (b, V)
                 next_ids = _sample(probs, generator, rows, batch_size)  # (b,)

@@ -330,14 +330,21 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, advantages + values
 
 
-def token_logprobs(logits: torch.Tensor, actions: torch.Tensor, temperature: float):
+def token_logprobs(logits: torch.Tensor, actions: torch.Tensor, temperature: float, min_codes: int = 0):
     """Log-probabilities (B, T) of ``actions`` and entropies (B, T) under softmax(logits / temperature).
 
-    The PAD column (never an action, its logit is -inf) is dropped before the softmax.
+    The PAD column (never an action, its logit is -inf) is dropped before the softmax. At the first
+    ``min_codes`` positions END (the last remaining column) is masked as the sampler masks it, so
+    these are the probabilities of the distribution the actions were drawn from.
     """
-    logp = (logits[..., :-1].float() / temperature).log_softmax(-1)  # (B, T, V - 1)
+    scaled = logits[..., :-1].float() / temperature  # (B, T, V - 1)
+    if min_codes > 0:
+        early = torch.arange(scaled.shape[-2], device=scaled.device) < min_codes  # (T,)
+        end = torch.arange(scaled.shape[-1], device=scaled.device) == scaled.shape[-1] - 1  # (V - 1,)
+        scaled = scaled.masked_fill(early[:, None] & end, float("-inf"))
+    logp = scaled.log_softmax(-1)
     chosen = logp.gather(-1, actions.clamp(max=logp.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1)
+    entropy = -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1)  # 0 · log 0 = 0
     return chosen, entropy
 
 
@@ -572,7 +579,7 @@ class MotionPPOTrainer(Trainer):
             logprobs, values = logprobs[:, :width], model.values(sampled[3][:, :width], text_features, codes[:, :-1])
         else:
             logits, values = model(text_features, codes[:, :-1], _code_mask(action_mask))
-            logprobs = token_logprobs(logits, actions, args.temperature)[0]
+            logprobs = token_logprobs(logits, actions, args.temperature, args.min_codes)[0]
         ref_logprobs = self._ref_logprobs(model, text_features, codes, actions, action_mask)
 
         features, frames = self.vqvae.decode_motion(codes, lengths)
@@ -618,7 +625,7 @@ class MotionPPOTrainer(Trainer):
         else:  # the same network with its LoRA adapters off: no second copy of the weights
             with model.policy.disable_adapter():
                 logits, _ = model(text_features, codes[:, :-1], mask)
-        return token_logprobs(logits, actions, self.args.temperature)[0]
+        return token_logprobs(logits, actions, self.args.temperature, self.args.min_codes)[0]
 
     def scalarize(self, reward_matrix: torch.Tensor, tokens: Sequence[str | None]) -> torch.Tensor:
         """Each sample's scalar reward (R,) from its (R, 3) reward vector, by `reward_scalarization`."""
@@ -669,7 +676,7 @@ class MotionPPOTrainer(Trainer):
     def compute_loss(self, model, inputs: Rollout, return_outputs=False, num_items_in_batch=None):
         args, batch = self.args, inputs
         logits, values = model(batch.text_features, batch.codes[:, :-1], _code_mask(batch.action_mask))
-        logprobs, entropy = token_logprobs(logits, batch.actions, args.temperature)
+        logprobs, entropy = token_logprobs(logits, batch.actions, args.temperature, args.min_codes)
         mask = batch.action_mask * batch.selected[:, None].float()
 
         log_ratio = (logprobs - batch.logprobs) * batch.action_mask

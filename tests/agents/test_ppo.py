@@ -113,6 +113,22 @@ def test_token_logprobs_ignore_pad_and_match_log_softmax():
     assert torch.isfinite(entropy).all() and (entropy > 0).all()
 
 
+def test_token_logprobs_leave_end_out_before_min_codes_as_the_sampler_does():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, requires_grad=True)  # 4 codes, END (column 4), PAD (column 5)
+    actions = torch.tensor([[0, 1, 4, 2], [3, 3, 1, 4]])
+    logp, entropy = token_logprobs(logits.detach().clone().index_fill(-1, torch.tensor([5]), float("-inf")),
+                                   actions, temperature=1.0, min_codes=2)  # fmt: skip
+    early = logits.detach()[:, :2, :4].log_softmax(-1)  # positions 0 and 1: END cannot be drawn
+    late = logits.detach()[:, 2:, :5].log_softmax(-1)
+    torch.testing.assert_close(logp[:, :2], early.gather(-1, actions[:, :2, None]).squeeze(-1))
+    torch.testing.assert_close(logp[:, 2:], late.gather(-1, actions[:, 2:, None]).squeeze(-1))
+    torch.testing.assert_close(entropy[:, :2], -(early.exp() * early).sum(-1))
+    chosen, entropy = token_logprobs(logits, actions, temperature=1.0, min_codes=2)
+    (chosen.sum() + entropy.sum()).backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad[:, :2, 4] == 0).all()  # no gradient to a masked END
+
+
 # ---- config errors ----
 
 
@@ -200,7 +216,7 @@ def test_rollout_takes_old_logprobs_and_values_from_the_sampler_as_a_forward_giv
     model.eval()
     with torch.no_grad():
         logits, values = model(rollout.text_features, rollout.codes[:, :-1])  # padded, not packed
-    logprobs = token_logprobs(logits, rollout.actions, trainer.args.temperature)[0]
+    logprobs = token_logprobs(logits, rollout.actions, trainer.args.temperature, trainer.args.min_codes)[0]
     acted = rollout.action_mask.bool()
     assert len(set(rollout.lengths.tolist())) > 1
     torch.testing.assert_close(rollout.logprobs[acted], logprobs[acted], rtol=1e-5, atol=1e-5)
