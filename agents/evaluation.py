@@ -92,6 +92,26 @@ class TestSet:
         return captions, crops
 
 
+def check_held_out(evaluator, scorer) -> None:
+    """Raise unless ``evaluator`` is held out from ``scorer``'s reward encoders (SPEC §8).
+
+    Evaluating with a reward model would measure how well the RL exploited it, not the motion: the
+    evaluator may be neither one of the scorer's encoders nor a copy of one's weights.
+    """
+    mine = evaluator.state_dict()
+    for family, encoder in getattr(scorer, "encoders", {}).items():
+        theirs = encoder.state_dict()
+        same = encoder is evaluator or (
+            mine.keys() == theirs.keys()
+            and all(mine[k].shape == theirs[k].shape and torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine)
+        )
+        if same:
+            raise ValueError(
+                f"the evaluator has the weights of the reward scorer's {family!r} encoder: evaluate with an "
+                "encoder held out from the rewards (a bundle's evaluator/ directory), never with a reward model"
+            )
+
+
 class MotionJudge:
     """Embeds with the evaluator and scores perception; what the metrics are computed from."""
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from agents.evaluation import REAL_ROW, EvaluationSettings, MotionJudge, TestSet, evaluate
+from agents.evaluation import REAL_ROW, EvaluationSettings, MotionJudge, TestSet, check_held_out, evaluate
 from agents.pareto import hypervolume, non_dominated_mask
 from agents.plots import CURVE_SMOOTHING, logged_panels, plot_reward_front, plot_training_curves
 from motion_env.export import atomic_path
@@ -65,7 +65,9 @@ class ReportSettings:
         "per_motion_repetitions).",
         default=None,
     )
-    reward_prompts: int = _help("Test captions (one per test motion, seeded) scored for the reward vectors.", default=64)
+    reward_prompts: int = _help(
+        "Test captions (one per test motion, seeded) scored for the reward vectors.", default=64
+    )
     num_gifs: int = _help("Side-by-side GIFs, of the first reward prompts.", default=4)
     temperature: float = _help("Sampling temperature of both models everywhere in the report.", default=1.0)
     seed: int = _help("Seed of the caption draws and of generation (the same for both models).", default=0)
@@ -227,6 +229,7 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
     names = tuple(names)
     if len(names) != 2 or names[0] == names[1] or REAL_ROW in names:
         raise ValueError(f"names must be two distinct row names other than {REAL_ROW!r}, got {names}")
+    check_held_out(evaluator, scorer)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     test_set = _subset(TestSet(data_dir, "test"), settings.max_motions, settings.seed)

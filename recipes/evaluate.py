@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --reward_token: {err}", file=sys.stderr)
         return 2
 
-    from agents.evaluation import EvaluationSettings, MotionJudge, TestSet, evaluate
+    from agents.evaluation import EvaluationSettings, MotionJudge, TestSet, check_held_out, evaluate
     from agents.pipeline import OWN_GUIDANCE, TextToMotionPipeline, default_checkpoint_dir
     from motion_env.procedural import ensure_dataset
     from reward_models import load_evaluator
@@ -121,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     bundle = default_checkpoint_dir()
     evaluator = load_evaluator(args.evaluator or bundle / "evaluator")
     scorer = RewardScorer.from_pretrained(args.rewards or bundle / "rewards")
+    try:
+        check_held_out(evaluator, scorer)
+    except ValueError as err:
+        print(f"error: --evaluator {args.evaluator or bundle / 'evaluator'}: {err}", file=sys.stderr)
+        return 2
     judge = MotionJudge(evaluator, scorer.converter, scorer.critic)
     generators = {}
     for name, model, reward_token in zip(names, models, guidance):

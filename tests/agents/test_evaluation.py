@@ -1,9 +1,12 @@
 """The evaluation judge: what it measures per motion does not depend on how motions are batched."""
 
+import copy
+
 import numpy as np
+import pytest
 import torch
 
-from agents.evaluation import MotionJudge, TestSet
+from agents.evaluation import MotionJudge, TestSet, check_held_out
 from agents.pipeline import default_checkpoint_dir
 from motion_env.datasets import load_humanml3d
 from motion_env.emission import PromptSet
@@ -48,3 +51,13 @@ def test_test_and_prompt_sets_hold_the_rows_of_the_dataset_as_writable_arrays(tm
         np.testing.assert_array_equal(motion, motions[motion_id])
         assert texts == captions[motion_id]
         assert motion.flags.writeable
+
+
+def test_the_evaluator_must_be_held_out_from_the_reward_models():
+    bundle = default_checkpoint_dir()
+    scorer = RewardScorer.from_pretrained(bundle / "rewards")
+    check_held_out(load_evaluator(bundle / "evaluator"), scorer)  # the shipped evaluator is its own model
+    for family, encoder in scorer.encoders.items():
+        for candidate in (encoder, copy.deepcopy(encoder)):  # the scorer's own module, or its weights loaded again
+            with pytest.raises(ValueError, match=f"weights of the reward scorer's '{family}' encoder"):
+                check_held_out(candidate, scorer)
