@@ -818,7 +818,8 @@ class ParetoPPOTrainer(MotionPPOTrainer):
 
     Only `select` differs: a sample enters the update iff no sample of its prompt group is at least
     as good on every counted reward and better on one. The mask is a loss mask, so every process
-    keeps its batch shape; the objective averages over the front (1/n(P)).
+    keeps its batch shape. The objective averages over the front (the 1/n(P) factor) as TRL
+    averages over a batch: each minibatch's losses are means over its front samples' tokens.
     """
 
     def select(self, reward_matrix: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
