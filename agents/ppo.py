@@ -424,9 +424,11 @@ class _SkipNonFiniteSteps(TrainerCallback):
         grads = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
         # one fused pass: a tensor's norm is NaN/Inf when an entry is (or when it overflows float32, a step
         # gradient clipping would zero anyway); checking each tensor entry by entry cost ~20 ms a step
-        bad_gradients = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all() if grads else torch.tensor(False)
-        flags = torch.stack([torch.tensor(float(trainer._nonfinite_loss)), bad_gradients.float().cpu()])
-        bad_loss, bad_gradients = (trainer.accelerator.reduce(flags.to(trainer.accelerator.device), "max") > 0).tolist()
+        bad_gradients = bool(grads) and not torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+        flags = torch.tensor(
+            [trainer._nonfinite_loss, bad_gradients], dtype=torch.float32, device=trainer.accelerator.device
+        )
+        bad_loss, bad_gradients = (trainer.accelerator.reduce(flags, "max") > 0).tolist()
         trainer._nonfinite_loss = False
         if bad_loss:
             trainer._metrics["skipped/nonfinite_loss"].append(1.0)
