@@ -10,6 +10,11 @@ over the repetitions.
 Real motions are cropped as the reference evaluator crops them: to a multiple of 4 frames, one
 unit shorter a third of the time, from a random start. FID compares each set against the
 statistics of all real test motions at full length.
+
+Optionally, R-precision and MM-Dist are also measured in the reward encoders' own spaces
+(``reward_space_repetitions``), next to the held-out evaluator's on the same R-precision batches.
+A fine-tune that gains much more in the spaces it was rewarded in than in the evaluator's has
+learned the reward models' quirks rather than the text: the check for reward over-optimisation.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from reward_models.calibrate import batches
 from reward_models.encoders import pad_arrays
 
 REAL_ROW = "Real motion"
+EVALUATOR_SPACE = "evaluator"  # the held-out evaluator's embedding space, beside the reward encoders'
 
 
 @dataclass
@@ -50,6 +56,9 @@ class EvaluationSettings:
     batch_size: int = 32  # R-precision batch (1 true caption + 31 others)
     temperature: float = 1.0
     seed: int = 0
+    # R-precision and MM-Dist also in each reward encoder's space, in the first this many repetitions
+    # (0: not measured); they never enter the table above, which is the held-out evaluator's alone.
+    reward_space_repetitions: int = 0
 
 
 class TestSet:
@@ -119,9 +128,22 @@ class MotionJudge:
         self.evaluator, self.converter, self.critic, self.batch_size = evaluator, converter, critic, batch_size
 
     @torch.no_grad()
-    def texts(self, captions: list[str]) -> np.ndarray:
-        return np.concatenate([self.evaluator.embed_texts(captions[s]).float().cpu().numpy()
+    def texts(self, captions: list[str], encoder=None) -> np.ndarray:
+        """Embeddings ``(B, D)`` of captions by the evaluator, or by ``encoder`` when given."""
+        encoder = self.evaluator if encoder is None else encoder
+        return np.concatenate([encoder.embed_texts(captions[s]).float().cpu().numpy()
                                for s in batches(len(captions), self.batch_size)])  # fmt: skip
+
+    @torch.no_grad()
+    def motion_embeddings(self, encoder, features: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
+        """Embeddings ``(B, D)`` of motions by ``encoder`` (any with the evaluator's ``embed_motions``), in
+        input order, batched by length as in `motions`."""
+        rows_of_batches, inverse = length_batches(lengths, self.batch_size)
+        parts = []
+        for rows in rows_of_batches:
+            n = lengths[rows]
+            parts.append(encoder.embed_motions(features[rows, : int(n.max())], n).float().cpu().numpy())
+        return np.concatenate(parts)[inverse.cpu().numpy()]
 
     @torch.no_grad()
     def motions(
@@ -158,23 +180,46 @@ def _set_metrics(text_emb, motion_emb, real_reference, per_motion, settings, rng
     return values
 
 
-def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
-             settings: EvaluationSettings | None = None, progress: bool = True) -> dict:  # fmt: skip
+def _space_metrics(text_emb, motion_emb, settings: EvaluationSettings, rep: int) -> dict[str, float]:
+    """R-precision and MM-Dist in one encoder's space; the batches depend on the repetition only (paired)."""
+    rng = np.random.default_rng([settings.seed, rep, 2])  # a stream of its own: the protocol's stay as they are
+    top = metrics.r_precision(text_emb, motion_emb, batch_size=settings.batch_size, generator=rng)
+    return {"top1": float(top[0]), "top2": float(top[1]), "top3": float(top[2]),
+            "mm_dist": metrics.mm_dist(text_emb, motion_emb)}  # fmt: skip
+
+
+def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet, settings: EvaluationSettings | None = None,
+             progress: bool = True, reward_encoders: dict | None = None) -> dict:  # fmt: skip
     """Table-1 rows for real motion and for each generator (``{name: pipeline}``).
 
     Returns ``{"rows": {name: {metric: (mean, ci95)}}, "repetitions": {name: {metric: [value per
     repetition]}}, "settings": {...}, "num_motions": N}``; generators' repetitions are paired (the same
     captions, R-precision batches and diversity pairs in repetition r).
+
+    With ``settings.reward_space_repetitions`` > 0, ``reward_encoders`` (``{name: encoder}``, e.g. a
+    ``RewardScorer``'s ``encoders``) also embed each of those repetitions, and the result has
+    ``"reward_spaces": {"spaces": [...], "repetitions": {row: {space: {metric: [...]}}}, "rows": {row:
+    {space: {metric: (mean, ci95)}}}}`` with top-1..3 and MM-Dist in ``"evaluator"`` (the held-out one)
+    and in each reward encoder's space, all on the same R-precision batches.
     """
     settings = settings or EvaluationSettings()
     for name in ("per_motion_repetitions", "real_per_motion_repetitions"):
         if getattr(settings, name) is not None and getattr(settings, name) < 1:
             raise ValueError(f"{name} must be >= 1 or None, got {getattr(settings, name)}")
+    if settings.reward_space_repetitions < 0:
+        raise ValueError(f"reward_space_repetitions must be >= 0, got {settings.reward_space_repetitions}")
+    if settings.reward_space_repetitions and not reward_encoders:
+        raise ValueError("reward_space_repetitions > 0 needs reward_encoders ({name: encoder}) to measure in")
+    if reward_encoders and EVALUATOR_SPACE in reward_encoders:
+        raise ValueError(
+            f"a reward encoder may not be named {EVALUATOR_SPACE!r}: that is the held-out evaluator's space"
+        )
     real_per_motion_repetitions = settings.real_per_motion_repetitions or settings.per_motion_repetitions
     full_features, full_lengths = pad_arrays(test_set.motions)
     real_emb = judge.motions(full_features, full_lengths, embeddings_only=True)["embedding"]
     real_reference = metrics.FrechetReference.fit(real_emb)  # FID's reference set, fitted once
     per_rep = defaultdict(lambda: defaultdict(list))
+    per_space = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))  # row -> space -> metric -> values
     bar = tqdm(total=settings.repetitions * (1 + len(generators)), desc="evaluating", disable=not progress)
     for rep in range(settings.repetitions):
         rng = np.random.default_rng([settings.seed, rep])
@@ -183,9 +228,22 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
         features, lengths = pad_arrays(crops)
         per_motion = settings.per_motion_repetitions is None or rep < settings.per_motion_repetitions
         real_per_motion = real_per_motion_repetitions is None or rep < real_per_motion_repetitions
+        spaces = {}  # space -> text embeddings of this repetition's captions
+        if rep < settings.reward_space_repetitions:
+            spaces = {EVALUATOR_SPACE: text_emb}
+            spaces.update({name: judge.texts(captions, encoder) for name, encoder in reward_encoders.items()})
+
+        def measure_spaces(row: str, motion_features, motion_lengths, evaluator_emb) -> None:
+            for space, space_text_emb in spaces.items():
+                emb = evaluator_emb if space == EVALUATOR_SPACE else judge.motion_embeddings(
+                    reward_encoders[space], motion_features, motion_lengths)  # fmt: skip
+                for key, value in _space_metrics(space_text_emb, emb, settings, rep).items():
+                    per_space[row][space][key].append(value)
+
         real = judge.motions(features, lengths, embeddings_only=not real_per_motion)
         for key, value in _set_metrics(text_emb, real["embedding"], real_reference, real, settings, rng).items():
             per_rep[REAL_ROW][key].append(value)
+        measure_spaces(REAL_ROW, features, lengths, real["embedding"])
         bar.update()
         for name, pipeline in generators.items():
             # every generator gets the same stream: same R-precision batches and diversity pairs (paired rows)
@@ -196,6 +254,7 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
                 text_emb, generated["embedding"], real_reference, generated, settings, generator_rng
             ).items():
                 per_rep[name][key].append(value)
+            measure_spaces(name, sample.features, sample.lengths, generated["embedding"])
             bar.update()
     bar.close()
 
@@ -212,4 +271,40 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet,
             )
     rows = {name: {key: metrics.summarize(values) for key, values in row.items()} for name, row in per_rep.items()}
     repetitions = {name: {key: list(values) for key, values in row.items()} for name, row in per_rep.items()}
-    return {"rows": rows, "repetitions": repetitions, "settings": asdict(settings), "num_motions": len(test_set)}
+    result = {"rows": rows, "repetitions": repetitions, "settings": asdict(settings), "num_motions": len(test_set)}
+    if per_space:
+        result["reward_spaces"] = {
+            "spaces": [EVALUATOR_SPACE, *reward_encoders],
+            "repetitions": {row: {space: {key: list(values) for key, values in cells.items()}
+                                  for space, cells in by_space.items()} for row, by_space in per_space.items()},
+            "rows": {row: {space: {key: metrics.summarize(values) for key, values in cells.items()}
+                           for space, cells in by_space.items()} for row, by_space in per_space.items()},
+        }  # fmt: skip
+    return result
+
+
+def reward_space_table(reward_spaces: dict, metric: str = "top1", baseline: str | None = None) -> str:
+    """``evaluate``'s ``"reward_spaces"`` as Markdown: ``metric`` per row and encoder space, and with
+    ``baseline`` (a row name) each other generator's paired difference from it in every space."""
+    spaces, rows = reward_spaces["spaces"], reward_spaces["rows"]
+    header = [
+        "Method",
+        *[f"{space} (held out)" if space == EVALUATOR_SPACE else f"{space} (reward)" for space in spaces],
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row, cells in rows.items():
+        values = [f"{cells[space][metric][0]:.3f} ±{cells[space][metric][1]:.3f}" for space in spaces]
+        lines.append("| " + " | ".join([row, *values]) + " |")
+    if baseline is not None:
+        repetitions = reward_spaces["repetitions"]
+        for row in repetitions:
+            if row in (baseline, REAL_ROW):
+                continue
+            cells = []
+            for space in spaces:
+                mean, half = metrics.paired_difference(
+                    repetitions[baseline][space][metric], repetitions[row][space][metric]
+                )
+                cells.append(f"{space} {mean:+.4f} ±{half:.4f}")
+            lines.append(f"\n{row} − {baseline}, paired: " + ", ".join(cells))
+    return "\n".join(lines)

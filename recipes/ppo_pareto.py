@@ -60,6 +60,11 @@ class ScriptArguments:
                   "(default: as --eval_per_motion_repetitions)."},
     )  # fmt: skip
     eval_max_motions: int | None = field(default=None, metadata={"help": "Evaluate on at most this many test motions."})
+    eval_reward_spaces: int = field(
+        default=0,
+        metadata={"help": "Also measure top-1 R-precision in the reward encoders' own spaces, beside the held-out "
+                  "evaluator's, in the first this many repetitions (0: not measured)."},
+    )  # fmt: skip
     eval_batch_size: int = field(
         default=32, metadata={"help": "R-precision batch of the evaluation (the protocol's 32)."}
     )
@@ -112,6 +117,24 @@ def _use_cpu_for_process_groups() -> None:
         os.environ["ACCELERATE_USE_CPU"] = "true"  # the launcher may have set it to false
 
 
+# the flag of each ReportSettings field, to name it in errors
+REPORT_FLAGS = {"repetitions": "--eval_repetitions", "per_motion_repetitions": "--eval_per_motion_repetitions",
+                "real_per_motion_repetitions": "--eval_real_per_motion_repetitions",
+                "reward_prompts": "--reward_prompts", "num_gifs": "--num_gifs", "max_motions": "--eval_max_motions",
+                "reward_space_repetitions": "--eval_reward_spaces", "batch_size": "--eval_batch_size"}  # fmt: skip
+
+
+def report_settings(script: ScriptArguments, args):
+    """The report's `ReportSettings` from the flags (a ValueError names a bad one)."""
+    from agents.ppo_report import ReportSettings
+
+    return ReportSettings(repetitions=script.eval_repetitions, per_motion_repetitions=script.eval_per_motion_repetitions,
+                          real_per_motion_repetitions=script.eval_real_per_motion_repetitions,
+                          reward_prompts=script.reward_prompts, num_gifs=script.num_gifs, seed=args.seed,
+                          max_motions=script.eval_max_motions, reward_space_repetitions=script.eval_reward_spaces,
+                          batch_size=script.eval_batch_size)  # fmt: skip
+
+
 def parse(argv: list[str] | None):
     from trl import ModelConfig, TrlParser
 
@@ -128,6 +151,14 @@ def parse(argv: list[str] | None):
         parser.error(f"--cpu_threads must be >= 1, got {script.cpu_threads}")
     if script.guidance not in ("mix", "none"):
         parser.error(f"--guidance must be 'mix' or 'none', got {script.guidance!r}")
+    if script.report:  # checked before training, not after it
+        try:
+            report_settings(script, args)
+        except ValueError as err:
+            message = str(err)
+            for name, flag in sorted(REPORT_FLAGS.items(), key=lambda item: -len(item[0])):  # longest names first
+                message = message.replace(f"ReportSettings.{name}", flag)
+            parser.error(message)
     return script, args, model_args
 
 
@@ -201,18 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         (output_dir / BUNDLE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         (output_dir / "training.json").write_text(json.dumps(training, indent=2) + "\n")
         if script.report:
-            from agents.ppo_report import ReportSettings, write_report
+            from agents.ppo_report import write_report
             from reward_models import load_evaluator
 
             tuned = base_policy(trainer.accelerator.unwrap_model(trainer.model).policy)  # LoRA stays active
             base_pipe = TextToMotionPipeline(load_policy(bundle).to(state.device), tokenizer, text_encoder)
             tuned_pipe = TextToMotionPipeline(tuned, tokenizer, text_encoder, reward_token=guidance)
-            settings = ReportSettings(repetitions=script.eval_repetitions,
-                                      per_motion_repetitions=script.eval_per_motion_repetitions,
-                                      real_per_motion_repetitions=script.eval_real_per_motion_repetitions,
-                                      reward_prompts=script.reward_prompts,
-                                      num_gifs=script.num_gifs, seed=args.seed, max_motions=script.eval_max_motions,
-                                      batch_size=script.eval_batch_size)  # fmt: skip
+            settings = report_settings(script, args)
             summary = {key: value for key, value in training.items() if key != "log_history"}
             summary["command"] = " ".join(["recipes/ppo_pareto.py", *(sys.argv[1:] if argv is None else argv)])
             summary["settings"] = {"script": asdict(script), "model": asdict(model_args)}

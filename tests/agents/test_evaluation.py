@@ -1,4 +1,5 @@
-"""The evaluation judge: what it measures per motion does not depend on how motions are batched."""
+"""The evaluation judge (what it measures per motion does not depend on how motions are batched), the test set,
+the held-out check, and the reward-space measurements beside the protocol."""
 
 import copy
 
@@ -6,10 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from agents.evaluation import MotionJudge, TestSet, check_held_out
-from agents.pipeline import default_checkpoint_dir
+from agents.evaluation import (
+    EvaluationSettings,
+    MotionJudge,
+    TestSet,
+    check_held_out,
+    evaluate,
+    reward_space_table,
+)
+from agents.pipeline import TextToMotionPipeline, default_checkpoint_dir, load_policy
 from motion_env.datasets import load_humanml3d
-from motion_env.emission import PromptSet
+from motion_env.emission import PromptSet, default_parts
 from motion_env.procedural import generate_dataset
 from reward_models import load_evaluator
 from reward_models.encoders import pad_arrays
@@ -61,3 +69,47 @@ def test_the_evaluator_must_be_held_out_from_the_reward_models():
         for candidate in (encoder, copy.deepcopy(encoder)):  # the scorer's own module, or its weights loaded again
             with pytest.raises(ValueError, match=f"weights of the reward scorer's '{family}' encoder"):
                 check_held_out(candidate, scorer)
+
+
+def test_reward_spaces_are_measured_beside_the_protocol_on_the_same_batches(tmp_path):
+    bundle = default_checkpoint_dir()
+    text_encoder, vqvae, scorer = default_parts(bundle)
+    evaluator = load_evaluator(bundle / "evaluator")
+    judge = MotionJudge(evaluator, scorer.converter, scorer.critic)
+    pipe = TextToMotionPipeline(load_policy(bundle), vqvae, text_encoder)
+    test_set = TestSet(generate_dataset(tmp_path / "data", 60, seed=5, workers=1, progress=False), "test")
+    settings = EvaluationSettings(repetitions=2, per_motion_repetitions=1, mm_repetitions=0, batch_size=4,
+                                  diversity_pairs=4)  # fmt: skip
+    plain = evaluate({"model": pipe}, judge, test_set, settings, progress=False)
+    assert "reward_spaces" not in plain
+
+    settings.reward_space_repetitions = 2
+    encoders = {"copy": copy.deepcopy(evaluator), **scorer.encoders}  # a copy of the evaluator as a "reward" space
+    result = evaluate({"model": pipe}, judge, test_set, settings, progress=False, reward_encoders=encoders)
+    assert result["repetitions"] == plain["repetitions"]  # the protocol's numbers do not move
+    spaces = result["reward_spaces"]
+    assert spaces["spaces"] == ["evaluator", "copy", "guo", "tmr"]
+    for row in ("Real motion", "model"):
+        measured = spaces["repetitions"][row]
+        assert set(measured) == set(spaces["spaces"])
+        for metric in ("top1", "top2", "top3", "mm_dist"):
+            assert len(measured["evaluator"][metric]) == 2
+            # the same embeddings in input order and the same R-precision batches as the evaluator's column
+            np.testing.assert_allclose(measured["copy"][metric], measured["evaluator"][metric], rtol=1e-6)
+        assert measured["guo"]["mm_dist"] != measured["evaluator"]["mm_dist"]  # another space
+        # the evaluator column's MM-Dist is the protocol's (only the R-precision batches are drawn apart)
+        np.testing.assert_allclose(measured["evaluator"]["mm_dist"], result["repetitions"][row]["mm_dist"])
+
+    table = reward_space_table(spaces, baseline="Real motion")
+    assert "| Method | evaluator (held out) | copy (reward) | guo (reward) | tmr (reward) |" in table
+    assert "model − Real motion, paired: evaluator " in table
+
+
+def test_reward_spaces_need_encoders_with_their_own_names():
+    settings = EvaluationSettings(reward_space_repetitions=1)
+    with pytest.raises(ValueError, match="needs reward_encoders"):
+        evaluate({}, None, None, settings)
+    with pytest.raises(ValueError, match="may not be named 'evaluator'"):
+        evaluate({}, None, None, settings, reward_encoders={"evaluator": object()})
+    with pytest.raises(ValueError, match="reward_space_repetitions must be >= 0"):
+        evaluate({}, None, None, EvaluationSettings(reward_space_repetitions=-1))

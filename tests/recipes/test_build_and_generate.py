@@ -63,7 +63,7 @@ def test_evaluate_cli(tiny_bundle, tmp_path):
                   "--evaluator", tiny_bundle / "evaluator",
                   "--rewards", tiny_bundle / "rewards", "--data_dir", tiny_bundle / "work" / "data",
                   "--repetitions", "2", "--mm_repetitions", "1", "--batch_size", "4", "--diversity_pairs", "4",
-                  "--mm_num_texts", "4", "--mm_num_samples", "3", "--mm_num_pairs", "2",
+                  "--mm_num_texts", "4", "--mm_num_samples", "3", "--mm_num_pairs", "2", "--reward_spaces", "1",
                   "--out", tmp_path / "eval.json")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     written = json.loads((tmp_path / "eval.json").read_text())
@@ -71,6 +71,11 @@ def test_evaluate_cli(tiny_bundle, tmp_path):
     assert set(rows) == {"Real motion", "tiny", "guided"}
     assert written["guidance"] == {"tiny": None, "guided": {"<mt>": 1.0, "<perception>": 1.0}}
     assert "paired differences from 'tiny'" in result.stdout and "guided: top1" in result.stdout
+    assert written["reward_spaces"]["spaces"] == ["evaluator", "guo", "tmr"]
+    assert "| evaluator (held out) | guo (reward) | tmr (reward) |" in result.stdout
+    assert "guided − tiny, paired: evaluator " in result.stdout
+    too_many = _run("evaluate.py", "--repetitions", "2", "--reward_spaces", "3", "--out", tmp_path / "bad.json")
+    assert too_many.returncode == 2 and "--reward_spaces must be in [0, --repetitions=2], got 3" in too_many.stderr
     bad = _run("evaluate.py", "--model", tiny_bundle, "--reward_token", "<fast>", "--out", tmp_path / "bad.json")
     assert bad.returncode == 2 and "unknown reward token '<fast>'" in bad.stderr
     assert 0 <= rows["tiny"]["top1"][0] <= rows["tiny"]["top3"][0] <= 1 and rows["tiny"]["fid"][0] >= 0
@@ -128,7 +133,8 @@ def _ppo(tiny_bundle, out, *args, launcher=None, timeout=600, env=None):
 
 def test_main_job_fine_tunes_and_writes_model_logs_and_report(tiny_bundle, tmp_path):
     out = tmp_path / "ppo"
-    result = _ppo(tiny_bundle, out, "--report_to", "tensorboard", "--eval_batch_size", "4", "--reward_prompts", "4")
+    result = _ppo(tiny_bundle, out, "--report_to", "tensorboard", "--eval_batch_size", "4", "--reward_prompts", "4",
+                  "--eval_reward_spaces", "1")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "gpt" / "model.safetensors").is_file() and (out / "value.safetensors").is_file()
     assert list((out / "runs").rglob("events.out.tfevents.*"))
@@ -137,6 +143,12 @@ def test_main_job_fine_tunes_and_writes_model_logs_and_report(tiny_bundle, tmp_p
     assert report["training"]["data_s"] >= 0 and report["training"]["train_runtime_s"] > 0
     assert re.search(r"wrote .* in \d+ s \(data \d+ s, training \d+ s, report \d+ s; weights identical", result.stdout)
     assert {"MotionGPT (base)", "MotionRL (fine-tuned)"} <= set(report["evaluation"]["rows"])
+    spaces = report["evaluation"]["reward_spaces"]  # --eval_reward_spaces 1: the reward encoders' spaces too
+    assert (
+        spaces["spaces"] == ["evaluator", "guo", "tmr"]
+        and len(spaces["repetitions"]["Real motion"]["guo"]["top1"]) == 1
+    )
+    assert "| Method | evaluator (held out) | guo (reward) | tmr (reward) |" in (out / "report.md").read_text()
     assert (out / "report.md").is_file() and (out / "pareto_front.png").is_file() and list(out.glob("gifs/*.gif"))
     assert (out / "training_curves.png").is_file() and "![Training curves](training_curves.png)" in (
         out / "report.md").read_text()  # fmt: skip
@@ -189,6 +201,9 @@ def test_main_job_errors_name_the_value_and_the_fix(tiny_bundle, tmp_path):
     assert token.returncode != 0 and "unknown reward token '<fast>'" in token.stderr
     sizes = _ppo(tiny_bundle, tmp_path / "z", "--per_device_train_batch_size", "5")
     assert sizes.returncode != 0 and "incompatible batch sizes" in sizes.stderr
+    spaces = _ppo(tiny_bundle, tmp_path / "w", "--eval_repetitions", "2", "--eval_reward_spaces", "3")
+    assert spaces.returncode != 0 and "--eval_reward_spaces must lie in [0, repetitions=2], got 3" in spaces.stderr
+    assert not (tmp_path / "w").exists()  # refused before training, nothing written
     if not torch.cuda.is_available():  # a sharding launch config on a machine without GPUs: no silent DDP
         for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
             sharded = _ppo(tiny_bundle, tmp_path / name, env=os.environ | {"WORLD_SIZE": "2", variable: "true"})
