@@ -9,7 +9,10 @@ over the repetitions.
 
 Real motions are cropped as the reference evaluator crops them: to a multiple of 4 frames, one
 unit shorter a third of the time, from a random start. FID compares each set against the
-statistics of all real test motions at full length.
+statistics of all real test motions at full length, fitted once (``fid_reference="full"``); with
+``fid_reference="crops"`` each repetition's generated sets are compared with that repetition's real
+crops, as T2M-GPT's evaluation pass does, and the real row with a second, independent draw of
+crops, as Guo et al.'s ground-truth row is.
 
 Optionally, R-precision and MM-Dist are also measured in the reward encoders' own spaces
 (``reward_space_repetitions``), next to the held-out evaluator's on the same R-precision batches.
@@ -34,6 +37,7 @@ from reward_models.calibrate import batches
 from reward_models.encoders import pad_arrays
 
 REAL_ROW = "Real motion"
+FID_REFERENCES = ("full", "crops")
 EVALUATOR_SPACE = "evaluator"  # the held-out evaluator's embedding space, beside the reward encoders'
 
 
@@ -59,6 +63,9 @@ class EvaluationSettings:
     # R-precision and MM-Dist also in each reward encoder's space, in the first this many repetitions
     # (0: not measured); they never enter the table above, which is the held-out evaluator's alone.
     reward_space_repetitions: int = 0
+    # FID's real side: "full", every real test motion at full length, fitted once; or "crops", each
+    # repetition's real crops (the reference evaluators'), the real row against an independent draw
+    fid_reference: str = "full"
 
 
 class TestSet:
@@ -206,6 +213,8 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet, settings: 
     for name in ("per_motion_repetitions", "real_per_motion_repetitions"):
         if getattr(settings, name) is not None and getattr(settings, name) < 1:
             raise ValueError(f"{name} must be >= 1 or None, got {getattr(settings, name)}")
+    if settings.fid_reference not in FID_REFERENCES:
+        raise ValueError(f"fid_reference must be one of {FID_REFERENCES}, got {settings.fid_reference!r}")
     if settings.reward_space_repetitions < 0:
         raise ValueError(f"reward_space_repetitions must be >= 0, got {settings.reward_space_repetitions}")
     if settings.reward_space_repetitions and not reward_encoders:
@@ -215,9 +224,11 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet, settings: 
             f"a reward encoder may not be named {EVALUATOR_SPACE!r}: that is the held-out evaluator's space"
         )
     real_per_motion_repetitions = settings.real_per_motion_repetitions or settings.per_motion_repetitions
-    full_features, full_lengths = pad_arrays(test_set.motions)
-    real_emb = judge.motions(full_features, full_lengths, embeddings_only=True)["embedding"]
-    real_reference = metrics.FrechetReference.fit(real_emb)  # FID's reference set, fitted once
+    real_reference = None
+    if settings.fid_reference == "full":
+        full_features, full_lengths = pad_arrays(test_set.motions)
+        real_emb = judge.motions(full_features, full_lengths, embeddings_only=True)["embedding"]
+        real_reference = metrics.FrechetReference.fit(real_emb)  # FID's reference set, fitted once
     per_rep = defaultdict(lambda: defaultdict(list))
     per_space = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))  # row -> space -> metric -> values
     bar = tqdm(total=settings.repetitions * (1 + len(generators)), desc="evaluating", disable=not progress)
@@ -241,7 +252,13 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet, settings: 
                     per_space[row][space][key].append(value)
 
         real = judge.motions(features, lengths, embeddings_only=not real_per_motion)
-        for key, value in _set_metrics(text_emb, real["embedding"], real_reference, real, settings, rng).items():
+        reference = real_row_reference = real_reference
+        if settings.fid_reference == "crops":
+            reference = metrics.FrechetReference.fit(real["embedding"])
+            _, other_crops = test_set.draw(np.random.default_rng([settings.seed, rep, 3]))
+            other = judge.motions(*pad_arrays(other_crops), embeddings_only=True)["embedding"]
+            real_row_reference = metrics.FrechetReference.fit(other)
+        for key, value in _set_metrics(text_emb, real["embedding"], real_row_reference, real, settings, rng).items():
             per_rep[REAL_ROW][key].append(value)
         measure_spaces(REAL_ROW, features, lengths, real["embedding"])
         bar.update()
@@ -251,7 +268,7 @@ def evaluate(generators: dict, judge: MotionJudge, test_set: TestSet, settings: 
             sample = pipeline(captions, temperature=settings.temperature, seed=settings.seed * 1000 + rep)
             generated = judge.motions(sample.features, sample.lengths, embeddings_only=not per_motion)
             for key, value in _set_metrics(
-                text_emb, generated["embedding"], real_reference, generated, settings, generator_rng
+                text_emb, generated["embedding"], reference, generated, settings, generator_rng
             ).items():
                 per_rep[name][key].append(value)
             measure_spaces(name, sample.features, sample.lengths, generated["embedding"])

@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.evaluation import (
+    FID_REFERENCES,
     REAL_ROW,
     EvaluationSettings,
     MotionJudge,
@@ -85,6 +86,11 @@ class ReportSettings:
         "at most this many pairs instead of the protocol's 300.",
         default=None,
     )
+    fid_reference: str = _help(
+        "FID's real side: 'full', every real test motion at full length; 'crops', each repetition's real crops "
+        "(T2M-GPT's evaluation), the real row against a second draw.",
+        default="full",
+    )
     reward_space_repetitions: int = _help(
         "R-precision also in the reward encoders' own spaces, beside the held-out evaluator's, in the first this "
         "many repetitions (0: not measured): how much of the gain in the spaces the RL was rewarded in carries over.",
@@ -105,6 +111,10 @@ class ReportSettings:
         if not 0 <= self.num_gifs <= self.reward_prompts:
             raise ValueError(f"ReportSettings.num_gifs must lie in [0, reward_prompts={self.reward_prompts}], "
                              f"got {self.num_gifs}")  # fmt: skip
+        if self.fid_reference not in FID_REFERENCES:
+            raise ValueError(
+                f"ReportSettings.fid_reference must be one of {FID_REFERENCES}, got {self.fid_reference!r}"
+            )
         if not 0 <= self.reward_space_repetitions <= self.repetitions:
             raise ValueError(f"ReportSettings.reward_space_repetitions must lie in [0, repetitions={self.repetitions}], "
                              f"got {self.reward_space_repetitions}")  # fmt: skip
@@ -257,7 +267,7 @@ def write_report(out_dir, *, base, tuned, scorer, evaluator, data_dir, settings:
         mm_repetitions=0, batch_size=settings.batch_size,
         diversity_pairs=min(EvaluationSettings.diversity_pairs, len(test_set)),
         temperature=settings.temperature, seed=settings.seed,
-        reward_space_repetitions=settings.reward_space_repetitions,
+        reward_space_repetitions=settings.reward_space_repetitions, fid_reference=settings.fid_reference,
     )  # fmt: skip
     judge = MotionJudge(evaluator, scorer.converter, scorer.critic)
     # both models see the same captions, R-precision batches and diversity pairs: a paired comparison
@@ -411,7 +421,9 @@ def _markdown(report: dict, rows: dict, captions: list[str]) -> str:
         f"- Evaluation protocol with the held-out evaluator: {settings['repetitions']} repetitions, one caption per "
         f"motion each, R-precision in batches of {settings['batch_size']}, Diversity over "
         f"{evaluation_settings['diversity_pairs']} pairs, MultiModality not run; both models on the same caption "
-        "draws, batches and pairs; cells are mean ±95% half-interval."
+        "draws, batches and pairs; cells are mean ±95% half-interval. FID against "
+        + ("each repetition's real crops (the real row: against a second draw of crops)."
+           if settings.get("fid_reference") == "crops" else "all real test motions at full length.")
         + _per_motion_note(settings["per_motion_repetitions"], settings.get("real_per_motion_repetitions"),
                            settings["repetitions"]),
         f"- Reward vectors: {len(captions)} test captions, one motion each per model, scored by the reward scorer "

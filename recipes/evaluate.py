@@ -66,6 +66,11 @@ def parse_args(argv):
              "evaluator's, in the first N repetitions: a fine-tune that gains far more there than in the evaluator's "
              "space has learned the rewards' quirks (default 0: not measured)",
     )  # fmt: skip
+    parser.add_argument(
+        "--fid_reference", choices=["full", "crops"], default="full",
+        help="FID's real side: 'full', every real test motion at full length (default); 'crops', each repetition's "
+             "real crops, as T2M-GPT's evaluation compares, the real row against a second draw of crops",
+    )  # fmt: skip
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="outputs/evaluation.json", help="where to write the results as JSON")
@@ -156,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                                   mm_num_pairs=args.mm_num_pairs,
                                   diversity_pairs=args.diversity_pairs, batch_size=args.batch_size,
                                   temperature=args.temperature, seed=args.seed,
-                                  reward_space_repetitions=args.reward_spaces)  # fmt: skip
+                                  reward_space_repetitions=args.reward_spaces,
+                                  fid_reference=args.fid_reference)  # fmt: skip
     result = evaluate(generators, judge, TestSet(data, args.split), settings, reward_encoders=scorer.encoders)
     result.update({"data_dir": str(data), "split": args.split, "wall_time_s": time.time() - start,
                    "models": dict(zip(names, [str(m or bundle) for m in models])),

@@ -60,6 +60,11 @@ class ScriptArguments:
                   "(default: as --eval_per_motion_repetitions)."},
     )  # fmt: skip
     eval_max_motions: int | None = field(default=None, metadata={"help": "Evaluate on at most this many test motions."})
+    eval_fid_reference: str = field(
+        default="full",
+        metadata={"help": "FID's real side in the report: 'full', every real test motion at full length; 'crops', "
+                  "each repetition's real crops (T2M-GPT's evaluation)."},
+    )  # fmt: skip
     eval_reward_spaces: int = field(
         default=0,
         metadata={"help": "Also measure top-1 R-precision in the reward encoders' own spaces, beside the held-out "
@@ -121,7 +126,8 @@ def _use_cpu_for_process_groups() -> None:
 REPORT_FLAGS = {"repetitions": "--eval_repetitions", "per_motion_repetitions": "--eval_per_motion_repetitions",
                 "real_per_motion_repetitions": "--eval_real_per_motion_repetitions",
                 "reward_prompts": "--reward_prompts", "num_gifs": "--num_gifs", "max_motions": "--eval_max_motions",
-                "reward_space_repetitions": "--eval_reward_spaces", "batch_size": "--eval_batch_size"}  # fmt: skip
+                "reward_space_repetitions": "--eval_reward_spaces", "batch_size": "--eval_batch_size",
+                "fid_reference": "--eval_fid_reference"}  # fmt: skip
 
 
 def report_settings(script: ScriptArguments, args):
@@ -132,6 +138,7 @@ def report_settings(script: ScriptArguments, args):
                           real_per_motion_repetitions=script.eval_real_per_motion_repetitions,
                           reward_prompts=script.reward_prompts, num_gifs=script.num_gifs, seed=args.seed,
                           max_motions=script.eval_max_motions, reward_space_repetitions=script.eval_reward_spaces,
+                          fid_reference=script.eval_fid_reference,
                           batch_size=script.eval_batch_size)  # fmt: skip
 
 

@@ -113,3 +113,23 @@ def test_reward_spaces_need_encoders_with_their_own_names():
         evaluate({}, None, None, settings, reward_encoders={"evaluator": object()})
     with pytest.raises(ValueError, match="reward_space_repetitions must be >= 0"):
         evaluate({}, None, None, EvaluationSettings(reward_space_repetitions=-1))
+
+
+def test_fid_against_each_repetitions_real_crops_changes_fid_alone(tmp_path):
+    bundle = default_checkpoint_dir()
+    text_encoder, vqvae, scorer = default_parts(bundle)
+    judge = MotionJudge(load_evaluator(bundle / "evaluator"), scorer.converter, scorer.critic)
+    pipe = TextToMotionPipeline(load_policy(bundle), vqvae, text_encoder)
+    test_set = TestSet(generate_dataset(tmp_path / "data", 60, seed=5, workers=1, progress=False), "test")
+    settings = EvaluationSettings(repetitions=2, per_motion_repetitions=1, mm_repetitions=0, batch_size=4,
+                                  diversity_pairs=4)  # fmt: skip
+    full = evaluate({"model": pipe}, judge, test_set, settings, progress=False)["repetitions"]
+    settings.fid_reference = "crops"
+    crops = evaluate({"model": pipe}, judge, test_set, settings, progress=False)["repetitions"]
+    for row in ("Real motion", "model"):
+        assert {k: v for k, v in crops[row].items() if k != "fid"} == {k: v for k, v in full[row].items() if k != "fid"}
+        assert crops[row]["fid"] != full[row]["fid"]
+    # the real row against a second, independent draw of crops: near 0, not 0 (not compared with itself)
+    assert all(0 < value < min(crops["model"]["fid"]) for value in crops["Real motion"]["fid"])
+    with pytest.raises(ValueError, match="fid_reference must be one of"):
+        evaluate({}, judge, test_set, EvaluationSettings(fid_reference="clips"))

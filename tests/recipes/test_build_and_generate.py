@@ -204,6 +204,8 @@ def test_main_job_errors_name_the_value_and_the_fix(tiny_bundle, tmp_path):
     spaces = _ppo(tiny_bundle, tmp_path / "w", "--eval_repetitions", "2", "--eval_reward_spaces", "3")
     assert spaces.returncode != 0 and "--eval_reward_spaces must lie in [0, repetitions=2], got 3" in spaces.stderr
     assert not (tmp_path / "w").exists()  # refused before training, nothing written
+    fid = _ppo(tiny_bundle, tmp_path / "v", "--eval_fid_reference", "clips")
+    assert fid.returncode != 0 and "--eval_fid_reference must be one of ('full', 'crops'), got 'clips'" in fid.stderr
     if not torch.cuda.is_available():  # a sharding launch config on a machine without GPUs: no silent DDP
         for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
             sharded = _ppo(tiny_bundle, tmp_path / name, env=os.environ | {"WORLD_SIZE": "2", variable: "true"})
