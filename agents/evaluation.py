@@ -161,14 +161,14 @@ class MotionJudge:
         Motions are batched by length (every model here reads a row's valid frames only), so a
         batch is cut to lengths near its own instead of the longest motion's.
         """
+        if embeddings_only:
+            return {"embedding": self.motion_embeddings(self.evaluator, features, lengths)}
         rows_of_batches, inverse = length_batches(lengths, self.batch_size)
         out = defaultdict(list)
         for rows in rows_of_batches:
             n = lengths[rows]
             f = features[rows, : int(n.max())]
             out["embedding"].append(self.evaluator.embed_motions(f, n).float().cpu().numpy())
-            if embeddings_only:
-                continue
             joints = features_to_joints(f)
             if self.critic is not None:
                 out["perception"].append(self.critic.score(self.converter.convert(joints, n), n).float().cpu().numpy())

@@ -122,7 +122,7 @@ def _use_cpu_for_process_groups() -> None:
         os.environ["ACCELERATE_USE_CPU"] = "true"  # the launcher may have set it to false
 
 
-# the flag of each ReportSettings field, to name it in errors
+# the flag of each ReportSettings field (the seed is the training's)
 REPORT_FLAGS = {"repetitions": "--eval_repetitions", "per_motion_repetitions": "--eval_per_motion_repetitions",
                 "real_per_motion_repetitions": "--eval_real_per_motion_repetitions",
                 "reward_prompts": "--reward_prompts", "num_gifs": "--num_gifs", "max_motions": "--eval_max_motions",
@@ -134,12 +134,7 @@ def report_settings(script: ScriptArguments, args):
     """The report's `ReportSettings` from the flags (a ValueError names a bad one)."""
     from agents.ppo_report import ReportSettings
 
-    return ReportSettings(repetitions=script.eval_repetitions, per_motion_repetitions=script.eval_per_motion_repetitions,
-                          real_per_motion_repetitions=script.eval_real_per_motion_repetitions,
-                          reward_prompts=script.reward_prompts, num_gifs=script.num_gifs, seed=args.seed,
-                          max_motions=script.eval_max_motions, reward_space_repetitions=script.eval_reward_spaces,
-                          fid_reference=script.eval_fid_reference,
-                          batch_size=script.eval_batch_size)  # fmt: skip
+    return ReportSettings(seed=args.seed, **{name: getattr(script, flag[2:]) for name, flag in REPORT_FLAGS.items()})
 
 
 def parse(argv: list[str] | None):
