@@ -108,6 +108,13 @@ class MotionPPOConfig(TrainingArguments):
         default="none",
     )
     whiten_rewards: bool = _help("Whiten the per-token rewards before GAE.", default=False)
+    loss_normalization: str = _help(
+        "How the losses average over a rollout: 'tokens' (TRL's PPO: each minibatch's losses are means over its "
+        "selected tokens) or 'front' (Algorithm 1's objective: each selected sample's per-token terms summed over "
+        "its steps, averaged over the n(P) samples selected in the whole rollout, on every process; divided by "
+        "max_codes so its scale stays that of a per-token mean).",
+        default="tokens",
+    )
     critic: str = _help(
         "'head': a value head on the policy's hidden states; 'separate': its own transformer, initialised from "
         "the policy's.",
@@ -159,6 +166,8 @@ class MotionPPOConfig(TrainingArguments):
                 f"samples, which needs at least 2, got {self.num_samples_per_token}; sample more per prompt or "
                 "use score_normalization='none'"
             )
+        if self.loss_normalization not in ("tokens", "front"):
+            raise ValueError(f"loss_normalization must be 'tokens' or 'front', got {self.loss_normalization!r}")
         if self.critic not in ("head", "separate"):
             raise ValueError(f"critic must be 'head' or 'separate', got {self.critic!r}")
         for name in ("num_prompts_per_rollout", "num_samples_per_token", "num_ppo_epochs"):
@@ -291,6 +300,10 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
+def _weighted_sum(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (values * weight).sum()
+
+
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
     count = mask.sum().clamp(min=1)
     mean = (values * mask).sum() / count
@@ -374,9 +387,10 @@ class Rollout:
     groups: torch.Tensor  # (R,) prompt group of each sample
     selected: torch.Tensor  # (R,) bool, the `select` mask
     index: torch.Tensor  # () the rollout's number
+    front_weight: torch.Tensor  # () weight of one selected token's loss under loss_normalization='front'
 
     def rows(self, index: torch.Tensor) -> Rollout:
-        return Rollout(**{f.name: getattr(self, f.name) if f.name == "index" else getattr(self, f.name)[index]
+        return Rollout(**{f.name: getattr(self, f.name) if f.name in _PER_ROLLOUT else getattr(self, f.name)[index]
                           for f in fields(self)})  # fmt: skip
 
     def trimmed(self) -> Rollout:
@@ -391,6 +405,7 @@ class Rollout:
 
 
 _PER_TOKEN = {"codes", "actions", "action_mask", "logprobs", "values", "advantages", "returns"}
+_PER_ROLLOUT = {"index", "front_weight"}
 
 
 class _StepIndices(torch.utils.data.Dataset):
@@ -614,7 +629,15 @@ class MotionPPOTrainer(Trainer):
                           lengths)  # fmt: skip
         model.train()
         return Rollout(text_features, codes, lengths, actions, action_mask, logprobs, values, advantages, returns,
-                       reward_matrix, scores, groups, selected, torch.tensor(index))  # fmt: skip
+                       reward_matrix, scores, groups, selected, torch.tensor(index),
+                       self._front_weight(selected))  # fmt: skip
+
+    def _front_weight(self, selected: torch.Tensor) -> torch.Tensor:
+        """The weight that makes a minibatch's summed token losses, averaged over a PPO epoch's minibatch steps
+        and the processes (as DDP averages gradients), Algorithm 1's J: (1/n(P)) Σ_{i∈P} Σ_t, over max_codes."""
+        front = self.accelerator.reduce(selected.sum().float().reshape(1), "sum")[0]
+        minibatches = self.args.rollout_size // self.args.per_device_train_batch_size
+        return self.accelerator.num_processes * minibatches / (front.clamp(min=1) * self.max_codes)
 
     def _ref_logprobs(self, model, text_features, codes, actions, action_mask) -> torch.Tensor:
         mask = _code_mask(action_mask)
@@ -685,10 +708,14 @@ class MotionPPOTrainer(Trainer):
         ratio = torch.exp(log_ratio)
         pg_losses = -batch.advantages * ratio
         pg_losses_clipped = -batch.advantages * ratio.clamp(1 - args.cliprange, 1 + args.cliprange)
-        pg_loss = masked_mean(torch.max(pg_losses, pg_losses_clipped), mask)
+        if args.loss_normalization == "front":
+            objective_mean = functools.partial(_weighted_sum, weight=mask * batch.front_weight)
+        else:
+            objective_mean = functools.partial(masked_mean, mask=mask)
+        pg_loss = objective_mean(torch.max(pg_losses, pg_losses_clipped))
         values_clipped = batch.values + (values - batch.values).clamp(-args.cliprange_value, args.cliprange_value)
         vf_losses = torch.max((values - batch.returns) ** 2, (values_clipped - batch.returns) ** 2)
-        vf_loss = 0.5 * masked_mean(vf_losses, mask)
+        vf_loss = 0.5 * objective_mean(vf_losses)
         loss = pg_loss + args.vf_coef * vf_loss
 
         with torch.no_grad():
@@ -804,6 +831,8 @@ class MotionPPOTrainer(Trainer):
             return
         tensors = load_file(str(saved), device=str(self.accelerator.device))
         tensors["selected"] = tensors["selected"].bool()
+        if "front_weight" not in tensors:  # written before the weight was kept with the rollout
+            tensors["front_weight"] = self._front_weight(tensors["selected"])
         self._rollout = Rollout(**tensors)
 
     def weights_in_sync(self) -> bool:
@@ -820,8 +849,10 @@ class ParetoPPOTrainer(MotionPPOTrainer):
 
     Only `select` differs: a sample enters the update iff no sample of its prompt group is at least
     as good on every counted reward and better on one. The mask is a loss mask, so every process
-    keeps its batch shape. The objective averages over the front (the 1/n(P) factor) as TRL
-    averages over a batch: each minibatch's losses are means over its front samples' tokens.
+    keeps its batch shape. With ``loss_normalization='front'`` the objective is Algorithm 1's: each
+    front sample's token terms summed over its steps and averaged over the rollout's front (the
+    1/n(P) factor); with 'tokens' (the default) it averages as TRL averages over a batch, each
+    minibatch's losses a mean over its front samples' tokens.
     """
 
     def select(self, reward_matrix: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

@@ -150,6 +150,8 @@ def test_unknown_reward_token_and_reward_are_rejected(tmp_path):
         make_args(tmp_path, rewards=["style"])
     with pytest.raises(ValueError, match=r"reward tokens \['<perception>'\] ask for rewards outside"):
         make_args(tmp_path, rewards=["text_adherence", "motion_quality"])
+    with pytest.raises(ValueError, match=r"loss_normalization must be 'tokens' or 'front', got 'samples'"):
+        make_args(tmp_path, loss_normalization="samples")
 
 
 # ---- the trainer ----
@@ -294,6 +296,25 @@ def test_pareto_selects_the_front_of_each_prompt_and_only_it_gets_gradient(parts
     on = copy.copy(rollout)
     on.advantages = rollout.advantages.masked_fill(rollout.selected[:, None], 1e3)
     assert not torch.allclose(gradient(on), reference)
+
+
+def test_front_normalization_averages_an_epochs_minibatch_losses_to_algorithm_1s_objective(parts, tmp_path):
+    trainer = make_trainer(parts, tmp_path, cls=ParetoPPOTrainer, num_samples_per_token=4,
+                           per_device_train_batch_size=6, loss_normalization="front")  # fmt: skip
+    rollout = trainer.rollout(0)  # 24 samples: 4 minibatches of 6
+    front = rollout.selected
+    assert 0 < front.sum() < len(front)
+    # Before any update the policy is the sampler's (ratio 1, values as in the rollout), so each token's
+    # loss is −A + vf_coef · ½ (V − G)²; J sums them over a sample's steps, averages over the front.
+    token_terms = -rollout.advantages + trainer.args.vf_coef * 0.5 * (rollout.values - rollout.returns) ** 2
+    sums = (token_terms * rollout.action_mask).sum(-1)
+    objective = sums[front].sum() / front.sum() / trainer.max_codes
+    with torch.no_grad():
+        losses = [trainer.compute_loss(trainer.model, rollout.rows(torch.arange(i, i + 6))) for i in range(0, 24, 6)]
+    torch.testing.assert_close(torch.stack(losses).mean(), objective, rtol=1e-4, atol=1e-6)
+    # a minibatch weighs its front samples by their number in the rollout, not in the minibatch
+    counts = torch.stack([front[i : i + 6].sum() for i in range(0, 24, 6)])
+    assert len(set(counts.tolist())) > 1
 
 
 def test_a_minibatch_cut_to_its_longest_row_gives_the_same_loss_and_gradient(parts, tmp_path):

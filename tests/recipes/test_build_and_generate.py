@@ -183,7 +183,7 @@ def test_main_job_on_two_processes_keeps_identical_weights(tiny_bundle, tmp_path
     out = tmp_path / "ddp"
     launcher = ["accelerate", "launch", "--config_file", str(RECIPES.parent / "accelerate_configs" / "cpu.yaml"),
                 "--num_processes", "2", "--main_process_port", "29531"]  # fmt: skip
-    result = _ppo(tiny_bundle, out, "--report", "false", launcher=launcher)
+    result = _ppo(tiny_bundle, out, "--report", "false", "--loss_normalization", "front", launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     training = json.loads((out / "training.json").read_text())
     assert training["num_processes"] == 2 and training["steps"] == 4
