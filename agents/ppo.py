@@ -300,10 +300,6 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def _weighted_sum(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return (values * weight).sum()
-
-
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
     count = mask.sum().clamp(min=1)
     mean = (values * mask).sum() / count
@@ -708,10 +704,12 @@ class MotionPPOTrainer(Trainer):
         ratio = torch.exp(log_ratio)
         pg_losses = -batch.advantages * ratio
         pg_losses_clipped = -batch.advantages * ratio.clamp(1 - args.cliprange, 1 + args.cliprange)
-        if args.loss_normalization == "front":
-            objective_mean = functools.partial(_weighted_sum, weight=mask * batch.front_weight)
-        else:
-            objective_mean = functools.partial(masked_mean, mask=mask)
+
+        def objective_mean(values: torch.Tensor) -> torch.Tensor:
+            if args.loss_normalization == "front":  # Algorithm 1's 1/n(P) over the rollout's front
+                return (values * (mask * batch.front_weight)).sum()
+            return masked_mean(values, mask)  # TRL's: over this minibatch's selected tokens
+
         pg_loss = objective_mean(torch.max(pg_losses, pg_losses_clipped))
         values_clipped = batch.values + (values - batch.values).clamp(-args.cliprange_value, args.cliprange_value)
         vf_losses = torch.max((values - batch.returns) ** 2, (values_clipped - batch.returns) ** 2)
